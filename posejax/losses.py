@@ -25,10 +25,11 @@ from posejax.skeleton import H36M, Skeleton
 
 
 def _masked_mean(values, mask):
-  """sum(values * mask) / sum(mask), 0 when the mask is empty."""
+  """sum(values * mask) / sum(mask) for a bool or non-negative weight mask; 0 when empty."""
   mask = jnp.asarray(mask, jnp.float32)
   total = jnp.sum(mask)
-  return jnp.where(total > 0, jnp.sum(values * mask) / jnp.maximum(total, 1.0), 0.0)
+  nonempty = total > 0
+  return jnp.where(nonempty, jnp.sum(values * mask) / jnp.where(nonempty, total, 1.0), 0.0)
 
 
 def heatmap_targets(joints_2d, heatmap_size: tuple[int, int], *, stride: int = 4,

@@ -25,7 +25,8 @@ def _joint_weights(pred, joint_mask):
 
 def _mean_over_joints(values, weights):
   total = jnp.sum(weights, axis=-1)
-  return jnp.where(total > 0, jnp.sum(values * weights, -1) / jnp.maximum(total, 1.0), 0.0)
+  nonempty = total > 0
+  return jnp.where(nonempty, jnp.sum(values * weights, -1) / jnp.where(nonempty, total, 1.0), 0.0)
 
 
 def _root_aligned(pred, gt, skeleton):

@@ -1,0 +1,231 @@
+"""Benchmarks: `python -m experiments.benchmark [--sections=geometry] [--repeats=20]`.
+
+Sections (run in this order, each prints rows of one table):
+  accuracy: float32 project -> reconstruct round-trip error against float64 ground truth.
+  geometry: batched 3D reconstruction + the multi-view consistency loss and its gradient, jitted,
+            against a plain NumPy loop doing the same, for 32 x 4 views x 17 joints and 100x that.
+
+Timings are wall-clock medians over `--repeats` runs after compilation; compile time is
+lowering + XLA compilation. Record results in BUILD_NOTES.md with the machine they ran on.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from posejax import geometry, losses
+from posejax.skeleton import H36M
+
+_SECTIONS = flags.DEFINE_list("sections", ["accuracy", "geometry"],
+                              "Which benchmark sections to run.")
+_REPEATS = flags.DEFINE_integer("repeats", 20, "Timed runs per measurement (median reported).")
+_SIZES = flags.DEFINE_list("geometry_samples", ["32", "3200"],
+                           "Multi-view samples per batch for the geometry section.")
+_JSON = flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+
+NUM_VIEWS = 4
+
+
+def _median_seconds(run: Callable[[], object], repeats: int) -> float:
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+# ------------------------------------------------------------------------------------ geometry
+
+
+def multiview_batch(num_samples: int, num_views: int = NUM_VIEWS, seed: int = 0,
+                    noise: bool = True):
+  """Network-like 2.5D predictions for S samples x V views: one pose per sample seen by V
+  cameras around it, person crops of 256 px, plus noise (so the loss is not zero).
+  Also returns the exact `joints_3d` (float64, mm) that the noise-free inputs come from."""
+  rng = np.random.default_rng(seed)
+  num_joints = H36M.num_joints
+  pose = rng.normal(size=(num_samples, 1, num_joints, 3)) * 250
+  pose[..., H36M.scale_pair[0], :] = pose[..., H36M.root, :] + [0, -480, 0]  # upright torso
+  yaw = rng.uniform(0, 2 * np.pi, size=(num_samples, num_views))
+  cos, sin = np.cos(yaw), np.sin(yaw)
+  zeros, ones = np.zeros_like(yaw), np.ones_like(yaw)
+  rotation = np.stack([cos, zeros, sin, zeros, ones, zeros, -sin, zeros, cos], -1).reshape(
+      num_samples, num_views, 3, 3)
+  distance = rng.uniform(3000, 6000, size=(num_samples, num_views, 1, 1))
+  joints_3d = np.einsum("svij,svnj->svni", rotation, np.broadcast_to(
+      pose, (num_samples, num_views, num_joints, 3))) + distance * np.array([0, 0, 1.0])
+  focal = rng.uniform(800, 1500, size=(num_samples, num_views))
+  zoom = 256 / (focal * 2000 / distance[..., 0, 0])
+  camera = np.zeros((num_samples, num_views, 3, 3))
+  camera[..., 0, 0] = camera[..., 1, 1] = focal * zoom
+  camera[..., :2, 2] = 128.0
+  camera[..., 2, 2] = 1.0
+  joints_2d = np.einsum("svij,svnj->svni", camera, joints_3d)
+  joints_2d = joints_2d[..., :2] / joints_2d[..., 2:]
+  rel_depth = np.array(geometry.relative_depth_target(joints_3d))
+  if noise:
+    joints_2d += rng.normal(size=joints_2d.shape) * 2.0
+    rel_depth += rng.normal(size=rel_depth.shape) * 0.05
+  confidence = rng.uniform(0.3, 1.0, size=(num_samples, num_views, num_joints))
+  batch = {k: v.astype(np.float32) for k, v in dict(
+      joints_2d=joints_2d, rel_depth=rel_depth, camera=camera, confidence=confidence).items()}
+  return dict(batch, joints_3d=joints_3d)
+
+
+def _jax_loss(joints_2d, rel_depth, camera, confidence):
+  poses, _, valid = geometry.reconstruct(joints_2d, rel_depth, camera)
+  return losses.multiview_consistency_loss(poses, confidence, valid)
+
+
+_jax_loss_and_grad = jax.jit(jax.value_and_grad(_jax_loss, argnums=(0, 1)))
+
+
+def _numpy_reconstruct(joints_2d, rel_depth, camera):
+  """One view: METHOD.md section 3 with NumPy, returns (pose [J, 3], valid)."""
+  k, l = H36M.scale_pair
+  homogeneous = np.concatenate([joints_2d, np.ones((len(joints_2d), 1))], axis=1)
+  rays = homogeneous @ np.linalg.inv(camera).T
+  rays = rays / rays[:, 2:]
+  (xk, yk), (xl, yl) = rays[k, :2], rays[l, :2]
+  zk, zl = rel_depth[k], rel_depth[l]
+  a = (xk - xl)**2 + (yk - yl)**2
+  b = 2 * (zk * (xk * xk + yk * yk - xk * xl - yk * yl)
+           + zl * (xl * xl + yl * yl - xk * xl - yk * yl))
+  c = (xk * zk - xl * zl)**2 + (yk * zk - yl * zl)**2 + (zk - zl)**2 - 1.0
+  discriminant = b * b - 4 * a * c
+  valid = a > 1e-10 and discriminant >= 0
+  depth = (-b + np.sqrt(max(discriminant, 0.0))) / (2 * a) if a > 1e-10 else 0.0
+  valid = valid and depth > 0
+  return (depth + rel_depth)[:, None] * rays, valid
+
+
+def _numpy_rigid_fit(source, target, weights):
+  total = weights.sum()
+  source_mean = weights @ source / total
+  target_mean = weights @ target / total
+  covariance = (weights[:, None] * (target - target_mean)).T @ (source - source_mean) / total
+  u, _, vt = np.linalg.svd(covariance)
+  correction = np.diag([1.0, 1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt))])
+  rotation = u @ correction @ vt
+  return rotation, target_mean - rotation @ source_mean
+
+
+def numpy_loss_and_pose_gradient(batch):
+  """The same loss as the JAX path with per-sample / per-pair Python loops, and its gradient
+  with respect to the reconstructed poses (the JAX path goes further, to the 2.5D inputs)."""
+  num_samples, num_views = batch["confidence"].shape[:2]
+  poses = np.zeros(batch["joints_2d"].shape[:-1] + (3,))
+  valid = np.zeros((num_samples, num_views), bool)
+  for s in range(num_samples):
+    for v in range(num_views):
+      poses[s, v], valid[s, v] = _numpy_reconstruct(
+          batch["joints_2d"][s, v].astype(np.float64), batch["rel_depth"][s, v], batch["camera"][s, v])
+  total, pairs = 0.0, 0
+  gradient = np.zeros_like(poses)
+  for s in range(num_samples):
+    for v in range(num_views):
+      for w in range(num_views):
+        if v == w or not (valid[s, v] and valid[s, w]):
+          continue
+        weights = batch["confidence"][s, v] * batch["confidence"][s, w]
+        rotation, translation = _numpy_rigid_fit(poses[s, w], poses[s, v], weights)
+        residual = poses[s, v] - (poses[s, w] @ rotation.T + translation)
+        num_joints = len(weights)
+        total += np.sum(weights * np.abs(residual).sum(-1)) / num_joints
+        direction = weights[:, None] * np.sign(residual) / num_joints
+        gradient[s, v] += direction
+        gradient[s, w] -= direction @ rotation
+        pairs += 1
+  return total / max(pairs, 1), gradient / max(pairs, 1)
+
+
+def geometry_section(repeats: int, sizes) -> list[dict]:
+  rows = []
+  for num_samples in sizes:
+    batch = multiview_batch(num_samples)
+    args = [jnp.asarray(batch[k]) for k in ("joints_2d", "rel_depth", "camera", "confidence")]
+    start = time.perf_counter()
+    compiled = _jax_loss_and_grad.lower(*args).compile()
+    compile_seconds = time.perf_counter() - start
+    (jax_loss, _) = compiled(*args)
+    jax_seconds = _median_seconds(lambda: jax.block_until_ready(compiled(*args)), repeats)
+    numpy_repeats = max(1, min(repeats, int(200 / num_samples)))
+    numpy_loss, _ = numpy_loss_and_pose_gradient(batch)
+    numpy_seconds = _median_seconds(lambda: numpy_loss_and_pose_gradient(batch), numpy_repeats)
+    rows.append(dict(
+        section="geometry",
+        case=f"reconstruct + L_MC + grad, {num_samples}x{NUM_VIEWS}x{H36M.num_joints}",
+        views=num_samples * NUM_VIEWS, jax_compile_s=compile_seconds, jax_ms=jax_seconds * 1e3,
+        numpy_loop_ms=numpy_seconds * 1e3, speedup=numpy_seconds / jax_seconds,
+        loss_rel_diff=abs(float(jax_loss) - numpy_loss) / max(abs(numpy_loss), 1e-12)))
+  return rows
+
+
+def accuracy_section(num_samples: int) -> list[dict]:
+  """float32 round trip: exact 3D -> (project, relative depth) -> reconstruct, vs float64 truth.
+
+  The inputs are computed in float64 from the exact poses and rounded once to float32, as a
+  data pipeline would deliver them; the error is that of `reconstruct` itself."""
+  batch = multiview_batch(num_samples, seed=1, noise=False)
+  joints_3d = batch["joints_3d"]
+  k, l = H36M.scale_pair
+  truth = joints_3d / np.linalg.norm(joints_3d[..., k, :] - joints_3d[..., l, :],
+                                     axis=-1)[..., None, None]
+  pose, _, valid = geometry.reconstruct(batch["joints_2d"], batch["rel_depth"], batch["camera"])
+  error = np.abs(np.asarray(pose, np.float64) - truth).max(axis=(-2, -1)).ravel()
+  return [dict(section="accuracy", case=f"reconstruct round trip, {error.size} views",
+               valid_fraction=float(np.mean(valid)), median_abs_err=float(np.median(error)),
+               p99_abs_err=float(np.percentile(error, 99)), max_abs_err=float(error.max()))]
+
+
+SECTIONS = {
+    "accuracy": lambda: accuracy_section(max(int(s) for s in _SIZES.value)),
+    "geometry": lambda: geometry_section(_REPEATS.value, [int(s) for s in _SIZES.value]),
+}
+
+
+def format_table(rows: list[dict]) -> str:
+  columns = list(dict.fromkeys(key for row in rows for key in row))
+  cells = [[_format(row.get(c, "")) for c in columns] for row in rows]
+  widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+  lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)),
+           "  ".join("-" * w for w in widths)]
+  lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+  return "\n".join(lines)
+
+
+def _format(value) -> str:
+  if isinstance(value, float):
+    return f"{value:.3g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.2f}"
+  return str(value)
+
+
+def main(argv):
+  del argv
+  unknown = set(_SECTIONS.value) - set(SECTIONS)
+  if unknown:
+    raise app.UsageError(f"Unknown sections {sorted(unknown)}; choose from {sorted(SECTIONS)}")
+  print(f"devices: {jax.devices()}  cpu: {platform.processor() or platform.machine()}  "
+        f"jax {jax.__version__}")
+  rows = []
+  for name in _SECTIONS.value:
+    section_rows = SECTIONS[name]()
+    print(f"\n[{name}]\n{format_table(section_rows)}", flush=True)
+    rows += section_rows
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
