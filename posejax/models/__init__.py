@@ -1,0 +1,44 @@
+"""Networks: backbones, PoseNet (image -> every prediction) and a registry for configs.
+
+`create_model("hrnet_w32", rngs=nnx.Rngs(0))` builds a PoseNet; configs name models by these
+keys (`model.name = "hrnet_w32"`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from posejax.models.hrnet import HRNet, HRNetConfig
+from posejax.models.posenet import PoseNet, apply
+from posejax.skeleton import H36M, Skeleton
+
+# Published pose HRNets, and small variants (one module per stage, 2 blocks per branch, a
+# narrower stem) for CPU runs.
+_SMALL = dict(stem_channels=32, stage1_planes=16, stage1_blocks=1, stage_modules=(1, 1, 1),
+              stage_blocks=2)
+BACKBONES = {
+    "hrnet_w32": HRNetConfig(width=32),
+    "hrnet_w48": HRNetConfig(width=48),
+    "hrnet_w16_small": HRNetConfig(width=16, **_SMALL),
+    "hrnet_w8_small": HRNetConfig(width=8, **_SMALL),
+}
+
+
+def create_model(name: str, *, skeleton: Skeleton = H36M, dtype=jnp.float32,
+                 temperature: float = 50.0, rngs: nnx.Rngs) -> PoseNet:
+  """A PoseNet with the named backbone. `dtype` is the compute dtype (parameters stay float32)."""
+  if name not in BACKBONES:
+    raise ValueError(f"Unknown model {name!r}; available: {sorted(BACKBONES)}")
+  backbone = HRNet(BACKBONES[name], dtype=dtype, rngs=rngs)
+  return PoseNet(backbone, skeleton, temperature=temperature, dtype=dtype, rngs=rngs)
+
+
+def count_parameters(model: nnx.Module) -> int:
+  """Trainable parameters (nnx.Param), as PyTorch's sum of p.numel() counts them."""
+  return sum(x.size for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
+
+
+__all__ = ["BACKBONES", "HRNet", "HRNetConfig", "PoseNet", "apply", "count_parameters",
+           "create_model"]
