@@ -4,6 +4,9 @@ Sections (run in this order, each prints rows of one table):
   accuracy: float32 project -> reconstruct round-trip error against float64 ground truth.
   geometry: batched 3D reconstruction + the multi-view consistency loss and its gradient, jitted,
             against a plain NumPy loop doing the same, for 32 x 4 views x 17 joints and 100x that.
+  model:    PoseNet forward (eval mode) and forward+backward (train mode, gradient of a loss on
+            every output) in images/s, compile times, XLA's FLOP count per image and, on a GPU,
+            the achieved fraction of the device's peak FLOP/s. On the first device only.
 
 Timings are wall-clock medians over `--repeats` runs after compilation; compile time is
 lowering + XLA compilation. Record results in BUILD_NOTES.md with the machine they ran on.
@@ -22,14 +25,19 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from posejax import geometry, losses
+from flax import nnx
+
+from posejax import geometry, losses, models
 from posejax.skeleton import H36M
 
-_SECTIONS = flags.DEFINE_list("sections", ["accuracy", "geometry"],
+_SECTIONS = flags.DEFINE_list("sections", ["accuracy", "geometry", "model"],
                               "Which benchmark sections to run.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed runs per measurement (median reported).")
 _SIZES = flags.DEFINE_list("geometry_samples", ["32", "3200"],
                            "Multi-view samples per batch for the geometry section.")
+_MODELS = flags.DEFINE_list(
+    "models", ["hrnet_w32:256:4:float32", "hrnet_w32:256:4:bfloat16", "hrnet_w8_small:128:32:float32"],
+    "Model section cases as name:image_size:batch:compute_dtype.")
 _JSON = flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
 
 NUM_VIEWS = 4
@@ -188,7 +196,80 @@ def accuracy_section(num_samples: int) -> list[dict]:
                p99_abs_err=float(np.percentile(error, 99)), max_abs_err=float(error.max()))]
 
 
+# ------------------------------------------------------------------------------------- model
+
+# Dense peak FLOP/s by device kind (substring of jax.Device.device_kind), from the vendors' data
+# sheets: (bfloat16 tensor cores, float32 matmuls, which XLA runs as TF32 by default on GPUs).
+PEAK_FLOPS = {
+    "H200": {"bfloat16": 989e12, "float32": 494e12},
+    "H100": {"bfloat16": 989e12, "float32": 494e12},  # SXM; PCIe is 756 / 378
+    "A100": {"bfloat16": 312e12, "float32": 156e12},
+}
+
+
+def peak_flops(device_kind: str, dtype: str) -> float | None:
+  for name, peaks in PEAK_FLOPS.items():
+    if name in device_kind:
+      return peaks[dtype]
+  return None
+
+
+def _flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return float(cost["flops"])
+
+
+def model_case(name: str, image_size: int, batch_size: int, dtype: str, repeats: int) -> dict:
+  model = models.create_model(name, dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.integers(0, 256, (batch_size, image_size, image_size, 3), np.uint8))
+  cameras = jnp.broadcast_to(jnp.array([[2.0 * image_size, 0, image_size / 2],
+                                        [0, 2.0 * image_size, image_size / 2], [0, 0, 1]]),
+                             (batch_size, 3, 3))
+
+  def forward(params, rest, images, cameras):
+    predictions, _ = models.apply(graphdef, nnx.merge_state(params, rest), images, cameras,
+                                  train=False)
+    return predictions
+
+  def loss(params, rest, images, cameras):
+    predictions, new_rest = models.apply(graphdef, nnx.merge_state(params, rest), images,
+                                         cameras, train=True)
+    value = sum(jnp.mean(jnp.square(v)) for k, v in predictions.items() if k != "valid")
+    return value, new_rest
+
+  forward_and_backward = jax.value_and_grad(loss, has_aux=True)
+  row = dict(section="model", case=f"{name} {image_size}px {dtype}", batch=batch_size,
+             device=jax.devices()[0].device_kind)
+  peak = peak_flops(jax.devices()[0].device_kind, dtype)
+  for label, function in (("fwd", forward), ("fwd+bwd", forward_and_backward)):
+    start = time.perf_counter()
+    compiled = jax.jit(function).lower(params, rest, images, cameras).compile()
+    row[f"{label}_compile_s"] = time.perf_counter() - start
+    jax.block_until_ready(compiled(params, rest, images, cameras))  # warm-up
+    seconds = _median_seconds(
+        lambda: jax.block_until_ready(compiled(params, rest, images, cameras)), repeats)
+    row[f"{label}_img_s"] = batch_size / seconds
+    flops = _flops(compiled)
+    row[f"{label}_gflop_img"] = flops / batch_size / 1e9
+    if peak:
+      row[f"{label}_peak_frac"] = flops / seconds / peak
+  return row
+
+
+def model_section(cases, repeats: int) -> list[dict]:
+  rows = []
+  for case in cases:
+    name, size, batch, dtype = case.split(":")
+    print(f"  measuring {case} ...", flush=True)  # W32 on a CPU takes minutes
+    rows.append(model_case(name, int(size), int(batch), dtype, repeats))
+  return rows
+
+
 SECTIONS = {
+    "model": lambda: model_section(_MODELS.value, min(_REPEATS.value, 5)),
     "accuracy": lambda: accuracy_section(max(int(s) for s in _SIZES.value)),
     "geometry": lambda: geometry_section(_REPEATS.value, [int(s) for s in _SIZES.value]),
 }

@@ -26,3 +26,18 @@ def test_geometry_section_reports_every_column():
   assert row["views"] == 8 and row["loss_rel_diff"] < 1e-4
   assert row["jax_ms"] > 0 and row["numpy_loop_ms"] > 0 and row["jax_compile_s"] > 0
   assert "reconstruct" in benchmark.format_table(rows)
+
+
+def test_model_case_measures_both_passes():
+  row = benchmark.model_case("hrnet_w8_small", image_size=32, batch_size=2, dtype="float32",
+                             repeats=1)
+  for key in ("fwd_img_s", "fwd+bwd_img_s", "fwd_compile_s", "fwd+bwd_compile_s"):
+    assert row[key] > 0
+  assert row["fwd+bwd_gflop_img"] > row["fwd_gflop_img"] > 0
+  assert "fwd_peak_frac" not in row  # no peak FLOP/s is known for a CPU
+
+
+def test_peak_flops_lookup():
+  assert benchmark.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
+  assert benchmark.peak_flops("NVIDIA H200", "float32") == 494e12
+  assert benchmark.peak_flops("cpu", "float32") is None

@@ -1,0 +1,96 @@
+"""Checks posejax's HRNet against the authors' PyTorch pose HRNet, output for output.
+
+    pip install "posejax[torch]"   # plus a checkout of the HRNet authors' code (not shipped)
+    python -m experiments.hrnet_torch_parity \
+        --pose_hrnet=/path/to/deep-high-resolution-net.pytorch/lib/models/pose_hrnet.py
+
+Builds their `PoseHighResolutionNet` (W32 and W16, the published stage layout) with random
+weights AND random BatchNorm statistics, runs it in eval mode on random 256x192 inputs, imports
+its state dict with `posejax.models.import_torch`, runs posejax on the same inputs and prints the
+largest difference of the heatmaps next to PyTorch's own float32-vs-float64 difference.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+from posejax.models import HRNet, HRNetConfig, PoseNet
+from posejax.models.import_torch import import_hrnet_weights
+
+_POSE_HRNET = flags.DEFINE_string("pose_hrnet", None, "Path of the authors' pose_hrnet.py.",
+                                  required=True)
+_WIDTHS = flags.DEFINE_list("widths", ["32", "16"], "HRNet widths to check.")
+
+
+def _authors_config(width: int, num_joints: int = 17) -> dict:
+  channels = [width * 2**b for b in range(4)]
+  stage = lambda modules, branches: dict(  # noqa: E731
+      NUM_MODULES=modules, NUM_BRANCHES=branches, BLOCK="BASIC", NUM_BLOCKS=[4] * branches,
+      NUM_CHANNELS=channels[:branches], FUSE_METHOD="SUM")
+  extra = dict(PRETRAINED_LAYERS=["*"], FINAL_CONV_KERNEL=1, STAGE2=stage(1, 2),
+               STAGE3=stage(4, 3), STAGE4=stage(3, 4))
+  return dict(MODEL=dict(EXTRA=extra, NUM_JOINTS=num_joints, INIT_WEIGHTS=False, PRETRAINED=""))
+
+
+def _randomise_batch_norm(model, torch):
+  for module in model.modules():
+    if isinstance(module, torch.nn.BatchNorm2d):
+      with torch.no_grad():
+        n = module.num_features
+        module.running_mean.copy_(torch.randn(n) * 0.1)
+        module.running_var.copy_(torch.empty(n).uniform_(0.5, 1.5))
+        module.weight.copy_(torch.empty(n).uniform_(0.5, 1.5))
+        module.bias.copy_(torch.randn(n) * 0.1)
+
+
+def check_width(pose_hrnet, torch, width: int) -> dict:
+  torch.manual_seed(0)
+  reference = pose_hrnet.get_pose_net(_authors_config(width), is_train=False)
+  _randomise_batch_norm(reference, torch)
+  reference.eval()
+  images = torch.randn(2, 3, 256, 192)
+  with torch.no_grad():
+    expected = reference(images).numpy().transpose(0, 2, 3, 1)
+    expected64 = reference.double()(images.double()).numpy().transpose(0, 2, 3, 1)
+  state_dict = {k: v.float().numpy() for k, v in reference.state_dict().items()}
+
+  model = PoseNet(HRNet(HRNetConfig(width=width), rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))
+  report = import_hrnet_weights(model, state_dict, source="pose", joint_mapping="identity")
+  model.eval()
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def heatmaps(state, x):
+    net = nnx.merge(graphdef, state)
+    return net.head(net.backbone(x))[..., :17]
+
+  ours = np.asarray(heatmaps(state, jnp.asarray(images.numpy().transpose(0, 2, 3, 1))))
+  return dict(width=width, keys_copied=len(report.copied),
+              max_abs_diff=float(np.abs(ours - expected).max()),
+              torch_f32_vs_f64=float(np.abs(expected - expected64).max()),
+              max_abs_output=float(np.abs(expected).max()))
+
+
+def main(argv):
+  del argv
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError as error:
+    raise app.UsageError('This check needs PyTorch: pip install "posejax[torch]"') from error
+  spec = importlib.util.spec_from_file_location("pose_hrnet", _POSE_HRNET.value)
+  if spec is None or spec.loader is None:
+    raise app.UsageError(f"Cannot load {_POSE_HRNET.value!r} as a Python module")
+  pose_hrnet = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(pose_hrnet)
+  for width in _WIDTHS.value:
+    print(check_width(pose_hrnet, torch, int(width)), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
