@@ -1,0 +1,1 @@
+"""Data: synthetic multi-view humans, augmentation, batches."""

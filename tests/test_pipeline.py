@@ -1,0 +1,83 @@
+"""posejax.data.pipeline: batch keys per mode, no 3D in weak supervision, sharding, resume."""
+
+import numpy as np
+import pytest
+
+from posejax.data import pipeline
+
+J = 17
+
+
+def fake_source(num_views=6):
+  """Samples whose every array encodes (stream, index), so provenance can be checked."""
+
+  def source(stream, index):
+    tag = float(index) + (0.5 if stream == "train_multiview" else 0.0)
+    single = dict(image=np.full((8, 8, 3), index % 256, np.uint8),
+                  camera=np.full((3, 3), tag, np.float32),
+                  joints_2d=np.full((J, 2), tag, np.float32), joints_2d_mask=np.ones(J, bool),
+                  joints_3d=np.full((J, 3), tag, np.float32))
+    if stream == "train_2d":
+      return single
+    views = {k: np.stack([v] * num_views) for k, v in single.items()}
+    views["camera"] = views["camera"] + np.arange(num_views)[:, None, None]  # tells views apart
+    views["view_mask"] = np.ones(num_views, bool)
+    return views
+
+  return source
+
+
+def test_weak_supervision_batches_carry_no_3d_and_no_multiview_labels():
+  spec = pipeline.BatchSpec(labeled=4, multiview=2, num_views=4, mode="ws")
+  batch = pipeline.make_batch(fake_source(), spec, step=0)
+  assert set(batch["labeled"]) == {"image", "camera", "joints_2d", "joints_2d_mask"}
+  assert set(batch["multiview"]) == {"image", "camera", "view_mask"}
+  assert batch["labeled"]["image"].shape == (4, 8, 8, 3)
+  assert batch["multiview"]["image"].shape == (2, 4, 8, 8, 3)
+
+
+def test_fully_supervised_and_2d_modes():
+  spec = pipeline.BatchSpec(labeled=4, multiview=2, num_views=4, mode="fs")
+  batch = pipeline.make_batch(fake_source(), spec, step=0)
+  assert batch["multiview"]["joints_3d"].shape == (2, 4, J, 3)
+  assert batch["multiview"]["has_3d"].all() and not batch["labeled"]["has_3d"].any()
+  only_2d = pipeline.make_batch(fake_source(), pipeline.BatchSpec(labeled=4, mode="2d"), 0)
+  assert set(only_2d) == {"labeled"} and "joints_3d" not in only_2d["labeled"]
+  with pytest.raises(ValueError, match="mode"):
+    pipeline.BatchSpec(mode="semi")
+
+
+def test_steps_hold_fixed_samples_and_processes_split_them():
+  spec = pipeline.BatchSpec(labeled=4, multiview=2, num_views=4, mode="ws")
+  whole = pipeline.make_batch(fake_source(), spec, step=3)
+  np.testing.assert_array_equal(whole["labeled"]["camera"][:, 0, 0], [12, 13, 14, 15])
+  parts = [pipeline.make_batch(fake_source(), spec, step=3, process_index=p, process_count=2)
+           for p in range(2)]
+  np.testing.assert_array_equal(
+      np.concatenate([p["labeled"]["joints_2d"] for p in parts]), whole["labeled"]["joints_2d"])
+  np.testing.assert_array_equal(parts[1]["multiview"]["camera"][:, 0, 0, 0], [7.5])
+  with pytest.raises(ValueError, match="does not split over 3"):
+    pipeline.make_batch(fake_source(), spec, step=0, process_index=0, process_count=3)
+
+
+def test_iterator_resumes_at_any_step_and_prefetching_changes_nothing():
+  spec = pipeline.BatchSpec(labeled=2, multiview=2, num_views=4, mode="ws")
+  straight = pipeline.batches(fake_source(), spec, prefetch=0)
+  first_five = [next(straight) for _ in range(5)]
+  resumed = pipeline.batches(fake_source(), spec, start_step=3, workers=2, prefetch=2)
+  for expected in first_five[3:]:
+    got = next(resumed)
+    for stream in expected:
+      for key in expected[stream]:
+        np.testing.assert_array_equal(got[stream][key], expected[stream][key])
+
+
+def test_select_views_subsets_or_pads():
+  views = fake_source(num_views=6)("train_multiview", 0)
+  rng = np.random.default_rng(0)
+  chosen = pipeline.select_views(views, 4, rng)
+  ids = chosen["camera"][:, 0, 0] - 0.5
+  assert len(set(ids)) == 4 and set(ids) <= set(range(6)) and chosen["view_mask"].all()
+  few = pipeline.select_views(fake_source(num_views=2)("train_multiview", 0), 4, rng)
+  np.testing.assert_array_equal(few["view_mask"], [True, True, False, False])
+  assert few["image"].shape[0] == 4 and not few["image"][2:].any()
