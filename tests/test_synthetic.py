@@ -10,7 +10,7 @@ CONFIG = synthetic.SyntheticConfig(image_size=64, num_views=4, seed=3, motion="p
 
 
 def project(points, camera):
-  pixels = points.astype(np.float64) @ camera.astype(np.float64).T
+  pixels = np.einsum("...ij,...nj->...ni", camera.astype(np.float64), points.astype(np.float64))
   return pixels[..., :2] / pixels[..., 2:]
 
 

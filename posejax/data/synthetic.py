@@ -60,6 +60,12 @@ class SyntheticConfig:
       raise ValueError(f"image_size must be at least 16 pixels, got {self.image_size}")
 
 
+def config_from(fields) -> SyntheticConfig:
+  """A SyntheticConfig from any mapping/ConfigDict that has (some of) its fields."""
+  names = [f.name for f in dataclasses.fields(SyntheticConfig)]
+  return SyntheticConfig(**{name: fields[name] for name in names if name in fields})
+
+
 # --------------------------------------------------------------------------------------- body
 
 # Capsules (joint a, joint b, radius in mm for a 1.75 m subject, part). Parts pick the colour.
