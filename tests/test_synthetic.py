@@ -118,3 +118,15 @@ def test_visibility_in_a_constructed_self_occlusion():
   side = _visibility(_standing_pose({}), [4000, 1200, 0])  # from the subject's left (+X)
   assert side["left_knee"] and side["left_elbow"] and side["left_shoulder"]
   assert not side["right_knee"] and not side["right_elbow"] and not side["right_shoulder"]
+
+
+def test_bounding_box_culling_renders_the_same_bytes_as_brute_force(monkeypatch):
+  config = synthetic.SyntheticConfig(image_size=48, num_views=4, seed=9, motion="procedural",
+                                     occluder_probability=1.0)
+  culled = [synthetic.sample(config, "train_multiview", i)["image"] for i in range(3)]
+  monkeypatch.setattr(synthetic, "_ray_capsules_culled",
+                      lambda directions, a, b, radius, camera, size:
+                      synthetic._ray_capsules(directions, a, b, radius))
+  brute_force = [synthetic.sample(config, "train_multiview", i)["image"] for i in range(3)]
+  for fast, slow in zip(culled, brute_force):
+    np.testing.assert_array_equal(fast, slow)

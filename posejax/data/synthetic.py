@@ -266,6 +266,30 @@ def _ray_capsules(directions, a, b, radius):
   return np.where(on_body, t_body, np.where(on_cap, t_cap, np.inf))
 
 
+def _ray_capsules_culled(directions, a, b, radius, camera, image_size):
+  """`_ray_capsules` for the rays of every crop pixel (row-major), testing each capsule only
+  against the pixels inside its projected bounding box (a capsule covers a small part of the
+  crop, so this skips most of the work)."""
+  distances = np.full((len(directions), len(a)), np.inf)
+  focal = np.sqrt(abs(np.linalg.det(camera[:2, :2])))
+  grid = np.arange(image_size * image_size).reshape(image_size, image_size)
+  for c in range(len(a)):
+    near = min(a[c, 2], b[c, 2]) - radius[c]
+    if near <= 1.0:  # reaches behind the camera: no simple box, test every pixel
+      pixels = grid.ravel()
+    else:
+      ends = np.stack([a[c], b[c]]) @ camera.T
+      ends = ends[:, :2] / ends[:, 2:]
+      reach = radius[c] * focal / near + 1
+      low = np.floor(ends.min(0) - reach).astype(int).clip(0, image_size)
+      high = np.ceil(ends.max(0) + reach).astype(int).clip(0, image_size)
+      pixels = grid[low[1]:high[1] + 1, low[0]:high[0] + 1].ravel()
+    if pixels.size:
+      distances[pixels, c] = _ray_capsules(directions[pixels], a[c:c + 1], b[c:c + 1],
+                                           radius[c:c + 1])[:, 0]
+  return distances
+
+
 def _backdrop(directions_world, palette):
   """Colour of rays that hit nothing: a sky/wall gradient with soft blobs, fixed in the world."""
   up = directions_world[:, 1:2]
@@ -323,7 +347,7 @@ def render_view(pose_world: np.ndarray, subject: Subject, scene: Scene, camera: 
 
   radius = _CAPSULE_RADIUS * subject.girth * np.mean(subject.bone_scale)
   a, b = joints_camera[_CAPSULE_A], joints_camera[_CAPSULE_B]
-  distances = _ray_capsules(directions, a, b, radius)
+  distances = _ray_capsules_culled(directions, a, b, radius, crop_k, image_size)
   nearest = np.argmin(distances, axis=1)
   t_body = distances[np.arange(len(directions)), nearest]
 
