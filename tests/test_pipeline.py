@@ -1,9 +1,10 @@
 """posejax.data.pipeline: batch keys per mode, no 3D in weak supervision, sharding, resume."""
 
+import jax
 import numpy as np
 import pytest
 
-from posejax.data import pipeline
+from posejax.data import augment, pipeline, synthetic
 
 J = 17
 
@@ -30,8 +31,9 @@ def fake_source(num_views=6):
 def test_weak_supervision_batches_carry_no_3d_and_no_multiview_labels():
   spec = pipeline.BatchSpec(labeled=4, multiview=2, num_views=4, mode="ws")
   batch = pipeline.make_batch(fake_source(), spec, step=0)
-  assert set(batch["labeled"]) == {"image", "camera", "joints_2d", "joints_2d_mask"}
-  assert set(batch["multiview"]) == {"image", "camera", "view_mask"}
+  assert set(batch["labeled"]) == {"image", "camera", "joints_2d", "joints_2d_mask",
+                                   "augmentation"}
+  assert set(batch["multiview"]) == {"image", "camera", "view_mask", "augmentation"}
   assert batch["labeled"]["image"].shape == (4, 8, 8, 3)
   assert batch["multiview"]["image"].shape == (2, 4, 8, 8, 3)
 
@@ -41,8 +43,10 @@ def test_fully_supervised_and_2d_modes():
   batch = pipeline.make_batch(fake_source(), spec, step=0)
   assert batch["multiview"]["joints_3d"].shape == (2, 4, J, 3)
   assert batch["multiview"]["has_3d"].all() and not batch["labeled"]["has_3d"].any()
-  only_2d = pipeline.make_batch(fake_source(), pipeline.BatchSpec(labeled=4, mode="2d"), 0)
-  assert set(only_2d) == {"labeled"} and "joints_3d" not in only_2d["labeled"]
+  only_2d = pipeline.make_batch(fake_source(),
+                                pipeline.BatchSpec(labeled=4, mode="2d", augment=False), 0)
+  assert set(only_2d) == {"labeled"}
+  assert set(only_2d["labeled"]) == {"image", "camera", "joints_2d", "joints_2d_mask"}
   with pytest.raises(ValueError, match="mode"):
     pipeline.BatchSpec(mode="semi")
 
@@ -81,3 +85,21 @@ def test_select_views_subsets_or_pads():
   few = pipeline.select_views(fake_source(num_views=2)("train_multiview", 0), 4, rng)
   np.testing.assert_array_equal(few["view_mask"], [True, True, False, False])
   assert few["image"].shape[0] == 4 and not few["image"][2:].any()
+
+
+def test_augmented_synthetic_batches_stay_camera_exact_and_share_flips():
+  config = synthetic.SyntheticConfig(image_size=48, num_views=4, seed=2, motion="procedural")
+  spec = pipeline.BatchSpec(labeled=4, multiview=3, num_views=4, mode="fs",
+                            flip_probability=0.5)
+  batch = pipeline.make_batch(pipeline.synthetic_source(config), spec, step=1)
+  flips = np.linalg.det(batch["multiview"]["augmentation"][..., :2, :2]) < 0  # [S, V]
+  assert np.all(flips == flips[:, :1])  # one flip decision per sample
+  for stream in ("labeled", "multiview"):
+    part = batch[stream]
+    augmented = jax.jit(augment.augment_batch)(part, part["augmentation"])
+    assert not np.array_equal(augmented["camera"], part["camera"])
+    for labels in (part, augmented):  # before and after augmentation
+      pixels = np.einsum("...ij,...nj->...ni", np.asarray(labels["camera"], np.float64),
+                         np.asarray(labels["joints_3d"], np.float64))
+      np.testing.assert_allclose(pixels[..., :2] / pixels[..., 2:], labels["joints_2d"],
+                                 atol=1e-3)

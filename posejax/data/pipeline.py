@@ -7,6 +7,10 @@ A batch is a dict with two sub-dicts (DESIGN.md keys):
   joints_2d, joints_2d_mask, joints_3d, has_3d with the same leading axes. In mode "ws" the
   multi-view stream carries NO labels at all: weak supervision cannot read what is not there.
 Mode "2d" (stage-1 pretraining) has only the labeled stream.
+With augmentation on, each stream also carries "augmentation": [B, 3, 3] / [S, V, 3, 3] crop
+matrices sampled here (one flip decision per multi-view sample, scale and rotation per view);
+the jitted train step applies them with `augment.augment_batch` (on the device: measured
+faster than warping on the host, BUILD_NOTES.md).
 
 Batches are a pure function of (config, step, process): the global batch of a step holds fixed
 sample indices, and process p of P takes its contiguous 1/P slice, so a run resumes exactly
@@ -21,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from posejax.data import synthetic
+from posejax.data import augment, synthetic
 
 MODES = ("2d", "fs", "ws")
 _LABEL_KEYS = ("joints_2d", "joints_2d_mask")
@@ -37,12 +41,19 @@ class BatchSpec:
     num_views: views per multi-view sample (V): a random V-subset when a sample has more,
       padding with view_mask False when it has fewer.
     mode: "2d", "fs" or "ws".
+    augment: add sampled augmentation matrices to the batch.
+    scale_range, max_rotation_deg, flip_probability: the augmentation's ranges (METHOD.md:
+      scale +-20 %, rotation +-30 degrees).
   """
 
   labeled: int = 32
   multiview: int = 8
   num_views: int = 4
   mode: str = "ws"
+  augment: bool = True
+  scale_range: float = 0.2
+  max_rotation_deg: float = 30.0
+  flip_probability: float = 0.5
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -111,6 +122,10 @@ def make_batch(source: Source, spec: BatchSpec, step: int, *, process_index: int
     labeled = _stack([{k: s[k] for k in keys} for s in samples])
     if spec.mode == "fs":
       labeled["has_3d"] = np.zeros(len(samples), bool)  # the 2D stream has no 3D labels
+    if spec.augment:
+      labeled["augmentation"] = augment.augmentation_matrices(
+          [augment.sample_augmentation(rng, **_ranges(spec)) for _ in samples],
+          labeled["image"].shape[-3:-1])
     batch["labeled"] = labeled
   if spec.multiview and spec.mode != "2d":
     indices = [step * spec.multiview + i for i in _local_slice(spec.multiview, process_index,
@@ -121,8 +136,17 @@ def make_batch(source: Source, spec: BatchSpec, step: int, *, process_index: int
     multiview = _stack(chosen)
     if spec.mode == "fs":
       multiview["has_3d"] = multiview["view_mask"].copy()
+    if spec.augment:  # one flip per sample: a mirrored view is not a rigid transform
+      multiview["augmentation"] = augment.augmentation_matrices(
+          [augment.sample_view_augmentations(rng, spec.num_views, **_ranges(spec))
+           for _ in samples], multiview["image"].shape[-3:-1])
     batch["multiview"] = multiview
   return batch
+
+
+def _ranges(spec: BatchSpec) -> dict:
+  return dict(scale_range=spec.scale_range, max_rotation_deg=spec.max_rotation_deg,
+              flip_probability=spec.flip_probability)
 
 
 def _map(executor, function, items):
