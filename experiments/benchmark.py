@@ -4,6 +4,9 @@ Sections (run in this order, each prints rows of one table):
   accuracy: float32 project -> reconstruct round-trip error against float64 ground truth.
   geometry: batched 3D reconstruction + the multi-view consistency loss and its gradient, jitted,
             against a plain NumPy loop doing the same, for 32 x 4 views x 17 joints and 100x that.
+  data:     synthetic rendering in views/s on one core at 128 and 256 px, and the batch
+            pipeline's rate (2D images + multi-view samples per second, threads as flagged)
+            next to the rate the small CPU model trains at on the same batch.
   model:    PoseNet forward (eval mode) and forward+backward (train mode, gradient of a loss on
             every output) in images/s, compile times, XLA's FLOP count per image and, on a GPU,
             the achieved fraction of the device's peak FLOP/s. On the first device only.
@@ -17,20 +20,22 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import tempfile
 import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from flax import nnx
 
 from posejax import geometry, losses, models
+from posejax.data import pipeline, synthetic
 from posejax.skeleton import H36M
 
-_SECTIONS = flags.DEFINE_list("sections", ["accuracy", "geometry", "model"],
+_SECTIONS = flags.DEFINE_list("sections", ["accuracy", "geometry", "data", "model"],
                               "Which benchmark sections to run.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed runs per measurement (median reported).")
 _SIZES = flags.DEFINE_list("geometry_samples", ["32", "3200"],
@@ -38,6 +43,7 @@ _SIZES = flags.DEFINE_list("geometry_samples", ["32", "3200"],
 _MODELS = flags.DEFINE_list(
     "models", ["hrnet_w32:256:4:float32", "hrnet_w32:256:4:bfloat16", "hrnet_w8_small:128:32:float32"],
     "Model section cases as name:image_size:batch:compute_dtype.")
+_DATA_WORKERS = flags.DEFINE_integer("data_workers", 2, "Rendering threads in the data section.")
 _JSON = flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
 
 NUM_VIEWS = 4
@@ -196,6 +202,55 @@ def accuracy_section(num_samples: int) -> list[dict]:
                p99_abs_err=float(np.percentile(error, 99)), max_abs_err=float(error.max()))]
 
 
+# -------------------------------------------------------------------------------------- data
+
+
+def data_section(workers: int, repeats: int) -> list[dict]:
+  rows = []
+  for size in (128, 256):
+    config = synthetic.SyntheticConfig(image_size=size, num_views=4)
+    synthetic.sample(config, "train_multiview", 0)  # warm caches (motion clips)
+    count = max(2, repeats // 2)
+    start = time.perf_counter()
+    for index in range(count):
+      synthetic.sample(config, "train_multiview", index)
+    seconds = time.perf_counter() - start
+    rows.append(dict(section="data", case=f"render {size}px, 1 thread",
+                     views_per_s=count * config.num_views / seconds))
+  spec = pipeline.BatchSpec(labeled=32, multiview=8, num_views=4, mode="ws")
+  source = pipeline.synthetic_source(synthetic.SyntheticConfig(image_size=128))
+  iterator = pipeline.batches(source, spec, workers=workers, prefetch=2)
+  next(iterator)
+  start = time.perf_counter()
+  num_batches = 3
+  for _ in range(num_batches):
+    next(iterator)
+  batch_seconds = (time.perf_counter() - start) / num_batches
+  images = spec.labeled + spec.multiview * spec.num_views
+  rates = {f"pipeline 32 + 8x4 @128px rendered on the fly, {workers} threads": batch_seconds}
+  with tempfile.TemporaryDirectory() as data_dir:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    from posejax.data import synthetic_tfds  # pylint: disable=import-outside-toplevel
+    tfds.disable_progress_bar()
+    config = synthetic.SyntheticConfig(image_size=128)
+    sizes = {"train_2d": 64, "train_multiview": 16, "test": 1}
+    synthetic_tfds.prepare(config, sizes, data_dir)
+    prepared = pipeline.batches(synthetic_tfds.prepared_source(config, sizes, data_dir), spec,
+                                workers=workers, prefetch=2)
+    next(prepared)
+    start = time.perf_counter()
+    for _ in range(10):
+      next(prepared)
+    rates[f"pipeline 32 + 8x4 @128px from a prepared data dir, {workers} threads"] = (
+        time.perf_counter() - start) / 10
+  train = model_case("hrnet_w8_small", 128, images, "float32", repeats=3)
+  for case, seconds in rates.items():
+    rows.append(dict(section="data", case=case, views_per_s=images / seconds,
+                     train_img_s=train["fwd+bwd_img_s"],
+                     pipeline_over_train=(images / seconds) / train["fwd+bwd_img_s"]))
+  return rows
+
+
 # ------------------------------------------------------------------------------------- model
 
 # Dense peak FLOP/s by device kind (substring of jax.Device.device_kind), from the vendors' data
@@ -269,6 +324,7 @@ def model_section(cases, repeats: int) -> list[dict]:
 
 
 SECTIONS = {
+    "data": lambda: data_section(_DATA_WORKERS.value, _REPEATS.value),
     "model": lambda: model_section(_MODELS.value, min(_REPEATS.value, 5)),
     "accuracy": lambda: accuracy_section(max(int(s) for s in _SIZES.value)),
     "geometry": lambda: geometry_section(_REPEATS.value, [int(s) for s in _SIZES.value]),
@@ -293,6 +349,7 @@ def _format(value) -> str:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # keep the tables readable (TFDS logs every shard)
   unknown = set(_SECTIONS.value) - set(SECTIONS)
   if unknown:
     raise app.UsageError(f"Unknown sections {sorted(unknown)}; choose from {sorted(SECTIONS)}")

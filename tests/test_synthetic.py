@@ -130,3 +130,19 @@ def test_bounding_box_culling_renders_the_same_bytes_as_brute_force(monkeypatch)
   brute_force = [synthetic.sample(config, "train_multiview", i)["image"] for i in range(3)]
   for fast, slow in zip(culled, brute_force):
     np.testing.assert_array_equal(fast, slow)
+
+
+def test_users_pose_file_is_a_motion_source(tmp_path):
+  pose = _standing_pose({})
+  poses = np.stack([pose + [i * 10.0, 0, 0] for i in range(6)]).astype(np.float32)
+  np.save(tmp_path / "poses.npy", poses)
+  config = synthetic.SyntheticConfig(image_size=32, num_views=2, motion=str(tmp_path / "poses.npy"))
+  sample = synthetic.sample(config, "train_multiview", 0)
+  # The subject's proportions change the bone lengths, not the bone directions of the user's pose.
+  world = sample["joints_world"].astype(np.float64)
+  child, parent = H36M.index("left_knee"), H36M.index("left_hip")
+  direction = world[child] - world[parent]
+  assert abs(direction[1]) / np.linalg.norm(direction) > 0.99  # thigh straight down, as given
+  with pytest.raises(FileNotFoundError, match="missing.npy"):
+    synthetic.sample(synthetic.SyntheticConfig(motion=str(tmp_path / "missing.npy")),
+                     "train_multiview", 0)
