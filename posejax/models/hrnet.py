@@ -73,6 +73,13 @@ class ConvBN(nnx.Module):
     return nnx.relu(x) if self.relu else x
 
 
+def _shortcut(in_channels, out_channels, stride, dtype, rngs) -> ConvBN | None:
+  """The residual path of a block: identity, or a 1x1 conv + BN where the shape changes."""
+  if stride == 1 and in_channels == out_channels:
+    return None
+  return ConvBN(in_channels, out_channels, 1, stride, relu=False, dtype=dtype, rngs=rngs)
+
+
 class BasicBlock(nnx.Module):
   expansion = 1
 
@@ -82,9 +89,7 @@ class BasicBlock(nnx.Module):
     self.bn1 = _batch_norm(planes, dtype, rngs)
     self.conv2 = _conv(planes, out_channels, 3, 1, dtype, rngs)
     self.bn2 = _batch_norm(out_channels, dtype, rngs)
-    self.downsample = (ConvBN(in_channels, out_channels, 1, stride, relu=False, dtype=dtype,
-                              rngs=rngs)
-                       if stride != 1 or in_channels != out_channels else None)
+    self.downsample = _shortcut(in_channels, out_channels, stride, dtype, rngs)
 
   def __call__(self, x):
     residual = x if self.downsample is None else self.downsample(x)
@@ -104,9 +109,7 @@ class Bottleneck(nnx.Module):
     self.bn2 = _batch_norm(planes, dtype, rngs)
     self.conv3 = _conv(planes, out_channels, 1, 1, dtype, rngs)
     self.bn3 = _batch_norm(out_channels, dtype, rngs)
-    self.downsample = (ConvBN(in_channels, out_channels, 1, stride, relu=False, dtype=dtype,
-                              rngs=rngs)
-                       if stride != 1 or in_channels != out_channels else None)
+    self.downsample = _shortcut(in_channels, out_channels, stride, dtype, rngs)
 
   def __call__(self, x):
     residual = x if self.downsample is None else self.downsample(x)

@@ -91,7 +91,7 @@ def torch_key(path: Sequence) -> str:
   return ".".join([_SEQUENTIAL_INDEX.get(m, m) for m in modules] + [_LEAF_NAMES[leaf]])
 
 
-def _to_flax(name: str, value: np.ndarray) -> np.ndarray:
+def _to_flax(value: np.ndarray) -> np.ndarray:
   value = np.asarray(value, np.float32)
   return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value  # OIHW -> HWIO
 
@@ -156,7 +156,7 @@ def import_hrnet_weights(model: PoseNet, state_dict: Mapping[str, np.ndarray], *
       if not _matches(name, allow_missing):
         missing.append(name)
       continue
-    array = _to_flax(name, state_dict[name])
+    array = _to_flax(state_dict[name])
     if array.shape != variable.get_value().shape:
       mismatched.append(f"{name}: checkpoint {tuple(np.shape(state_dict[name]))} -> "
                         f"{array.shape}, model {tuple(variable.get_value().shape)}")
@@ -208,7 +208,7 @@ def _head_from_final_layer(model: PoseNet, state_dict, joint_mapping):
              state_dict]
   if missing:
     return {}, [], missing, []
-  weight = _to_flax("final_layer.weight", state_dict["final_layer.weight"])  # [1, 1, C, Jc]
+  weight = _to_flax(state_dict["final_layer.weight"])  # [1, 1, C, Jc]
   bias = np.asarray(state_dict["final_layer.bias"], np.float32)
   num_joints = model.skeleton.num_joints
   checkpoint_joints = weight.shape[-1]

@@ -1,0 +1,1 @@
+"""Training: optimiser and schedule, the pure train step, mesh and shardings."""

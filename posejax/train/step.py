@@ -1,0 +1,180 @@
+"""The train step as a pure function of pytrees, and its jit over a device mesh.
+
+One step: augment both streams on the device (`augment.augment_batch`), run the network ONCE
+on the labeled images and all multi-view views together (so BatchNorm normalises with the
+statistics of the whole global batch), compute the objective of the mode, update with Optax.
+
+Modes (METHOD.md section 4):
+  "2d": L_H on the 2D-labeled stream (stage-1 pretraining).
+  "fs": L_H + psi L_Z; the multi-view views carry 2D and 3D labels in this mode.
+  "ws": L_H + alpha L_MC + beta L_B; the multi-view stream has no labels (the step refuses a
+        batch that carries 3D labels: weak supervision must not be able to read them).
+Ablations are weights of zero (`heatmap_weight`, `alpha`, `beta`).
+
+Sharding: `jit_train_step` replicates the state and shards every batch array along its first
+axis over the mesh axis "data"; XLA turns the batch means (BatchNorm, losses) into global ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from posejax import geometry, losses
+from posejax.data import augment
+from posejax.models import apply
+from posejax.skeleton import H36M, Skeleton
+
+MODES = ("2d", "fs", "ws")
+_3D_KEYS = ("joints_3d", "has_3d")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """Which losses, with which weights (see losses.py for their normalisation)."""
+
+  mode: str = "ws"
+  heatmap_weight: float = 1.0
+  psi: float = 5.0
+  alpha: float = 10.0
+  beta: float = 100.0
+  with_scale: bool = False  # multi-view alignment: rigid (False) or similarity
+  heatmap_sigma: float = 2.0  # Gaussian targets, in heatmap cells
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: nnx.State  # nnx.Param
+  rest: nnx.State  # BatchNorm statistics and anything else that is not trained
+  opt_state: optax.OptState
+
+
+def create_train_state(model: nnx.Module, optimizer: optax.GradientTransformation):
+  """(graphdef, TrainState) of a model."""
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  return graphdef, TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
+                              opt_state=optimizer.init(params))
+
+
+def _flatten_views(stream: dict) -> dict:
+  """[S, V, ...] -> [S * V, ...] for the per-view keys of a multi-view stream."""
+  return {k: v.reshape((-1,) + v.shape[2:]) for k, v in stream.items() if k != "view_mask"}
+
+
+def objective_terms(predictions: dict, batch: dict, objective: Objective, skeleton: Skeleton,
+                    num_labeled: int) -> dict[str, jax.Array]:
+  """Every loss term of the objective for predictions on [labeled; flattened multi-view]."""
+  heatmaps = predictions["heatmaps"]
+  size = heatmaps.shape[-3:-1]
+  stride = batch["image_size"] // size[0]
+  terms = {}
+
+  supervised_2d = [batch["labeled"]] if "labeled" in batch else []
+  if objective.mode == "fs" and "multiview" in batch:
+    supervised_2d.append(_flatten_views(batch["multiview"]))
+  count = sum(len(s["joints_2d"]) for s in supervised_2d)
+  if supervised_2d:
+    joints_2d = jnp.concatenate([s["joints_2d"] for s in supervised_2d])
+    mask = jnp.concatenate([s["joints_2d_mask"] for s in supervised_2d])
+    targets = losses.heatmap_targets(joints_2d, size, stride=stride,
+                                     sigma=objective.heatmap_sigma)
+    terms["heatmap"] = losses.heatmap_loss(heatmaps[:count], targets, mask)
+
+  if "multiview" in batch and objective.mode != "2d":
+    view_mask = batch["multiview"]["view_mask"]
+    shape = view_mask.shape
+    view = lambda x: x[num_labeled:].reshape(shape + x.shape[1:])  # noqa: E731
+    if objective.mode == "fs":
+      stream = batch["multiview"]
+      target = geometry.relative_depth_target(stream["joints_3d"], skeleton)
+      depth_mask = (stream["has_3d"] & view_mask)[..., None] & jnp.ones_like(target, bool)
+      terms["depth"] = losses.depth_loss(view(predictions["rel_depth"]), target, depth_mask)
+    else:
+      poses, confidence = view(predictions["pose_3d"]), view(predictions["confidence"])
+      present = view_mask & view(predictions["valid"])
+      terms["multiview"] = losses.multiview_consistency_loss(
+          poses, confidence, present, with_scale=objective.with_scale)
+      terms["limb"] = losses.limb_length_loss(
+          poses, confidence * present[..., None].astype(jnp.float32), skeleton)
+  return terms
+
+
+def total_loss(terms: dict[str, jax.Array], objective: Objective) -> jax.Array:
+  weights = {"heatmap": objective.heatmap_weight, "depth": objective.psi,
+             "multiview": objective.alpha, "limb": objective.beta}
+  return sum(weights[name] * value for name, value in terms.items())
+
+
+def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
+                    objective: Objective, skeleton: Skeleton = H36M,
+                    learning_rate: optax.Schedule | None = None) -> Callable:
+  """The pure step: (TrainState, batch) -> (TrainState, metrics)."""
+
+  def train_step(state: TrainState, batch: dict):
+    if objective.mode == "ws" and any(k in s for s in batch.values() for k in _3D_KEYS):
+      raise ValueError("A weakly supervised batch must not carry 3D labels "
+                       f"({', '.join(_3D_KEYS)}); build it with BatchSpec(mode='ws')")
+    batch = {name: augment.augment_batch(stream, stream["augmentation"], skeleton=skeleton)
+             if "augmentation" in stream else stream for name, stream in batch.items()}
+    streams = [batch["labeled"]] if "labeled" in batch else []
+    if "multiview" in batch and objective.mode != "2d":
+      streams.append(_flatten_views(batch["multiview"]))
+    images = jnp.concatenate([s["image"] for s in streams])
+    cameras = jnp.concatenate([s["camera"] for s in streams])
+    num_labeled = len(batch["labeled"]["image"]) if "labeled" in batch else 0
+
+    def loss_fn(params):
+      predictions, new_state = apply(graphdef, nnx.merge_state(params, state.rest), images,
+                                     cameras, train=True)
+      terms = objective_terms(predictions, dict(batch, image_size=images.shape[-3]),
+                              objective, skeleton, num_labeled)
+      # Keep only what is not a parameter (the new BatchNorm statistics): the full state's
+      # copy of the parameters is the pre-update one and must not shadow the update.
+      _, new_rest = nnx.split_state(new_state, nnx.Param, ...)
+      return total_loss(terms, objective), (terms, new_rest)
+
+    (loss, (terms, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads), **terms)
+    if learning_rate is not None:
+      metrics["learning_rate"] = learning_rate(state.step)
+    new_state = TrainState(step=state.step + 1, params=params, rest=new_rest,
+                           opt_state=opt_state)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1D mesh with axis "data" over `devices` (default: all devices of all processes)."""
+  devices = jax.devices() if devices is None else list(devices)
+  # Auto axes: XLA propagates the batch sharding through reshapes and concatenations (JAX's
+  # default, Explicit, would ask every such op for an output sharding).
+  return jax.make_mesh((len(devices),), ("data",), (jax.sharding.AxisType.Auto,),
+                       devices=devices)
+
+
+def jit_train_step(train_step: Callable, mesh: Mesh) -> Callable:
+  """jit with the state replicated (and donated) and every batch array split along axis 0."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  by_example = NamedSharding(mesh, PartitionSpec("data"))
+  return jax.jit(train_step, in_shardings=(replicated, by_example),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+  """Puts a (single-process, global) batch on the mesh, split along axis 0."""
+  return jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data")))
