@@ -148,7 +148,9 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     (loss, (terms, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads), **terms)
+    # param_norm: a NaN update shows up here one step before it reaches the loss.
+    metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads),
+                   param_norm=optax.tree.norm(params), **terms)
     if learning_rate is not None:
       metrics["learning_rate"] = learning_rate(state.step)
     new_state = TrainState(step=state.step + 1, params=params, rest=new_rest,
