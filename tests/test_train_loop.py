@@ -42,6 +42,10 @@ def test_interrupted_and_resumed_training_equals_straight_training(tmp_path):
     np.testing.assert_array_equal(a, b)
   assert results["views"] == 2 and np.isfinite(results["mpjpe"])
   assert (resumed / "eval.json").exists()
+  # Evaluating the workdir later gives the same numbers as the end of training.
+  assert loop.evaluate_workdir(tiny_config("2d", 4), str(resumed)) == results
+  with pytest.raises(FileNotFoundError, match="train first"):
+    loop.evaluate_workdir(tiny_config("2d", 4), str(tmp_path / "untrained"))
 
 
 def test_stage_two_starts_from_stage_one_and_refuses_nothing_to_start_from(tmp_path):

@@ -72,18 +72,36 @@ def _global_batch(local: dict, sharding: NamedSharding) -> dict:
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
 
 
+def _build(config):
+  """(graphdef, fresh TrainState, optimiser, learning-rate schedule) of a config."""
+  model = create_model(config.model.name, dtype=jnp.dtype(config.model.dtype),
+                       rngs=nnx.Rngs(config.seed))
+  decay = (config.optim.learning_rate, tuple(config.optim.decay_steps),
+           config.optim.decay_factor)
+  tx = optim.make_optimizer(*decay)
+  graphdef, state = step_lib.create_train_state(model, tx)
+  return graphdef, state, tx, optim.learning_rate_schedule(*decay)
+
+
+def evaluate_workdir(config, workdir: str) -> dict:
+  """Evaluates the latest checkpoint of a workdir (results also written to its eval.json)."""
+  graphdef, state, _, _ = _build(config)
+  manager = _checkpoint_manager(os.path.join(workdir, "checkpoints"))
+  if manager.latest_step() is None:
+    raise FileNotFoundError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')!r}: "
+                            "train first (python -m experiments.train ...)")
+  results = evaluate(graphdef, _restore(manager, state), config)
+  with open(os.path.join(workdir, "eval.json"), "w") as f:
+    json.dump(results, f, indent=1)
+  print(format_results(results), flush=True)
+  return results
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains per `config` (see experiments/configs/synthetic.py) and evaluates on the held-out
   test stream. Returns the evaluation results (also written to workdir/eval.json)."""
   os.makedirs(workdir, exist_ok=True)
-  model = create_model(config.model.name, dtype=jnp.dtype(config.model.dtype),
-                       rngs=nnx.Rngs(config.seed))
-  schedule = optim.learning_rate_schedule(config.optim.learning_rate,
-                                          tuple(config.optim.decay_steps),
-                                          config.optim.decay_factor)
-  tx = optim.make_optimizer(config.optim.learning_rate, tuple(config.optim.decay_steps),
-                            config.optim.decay_factor)
-  graphdef, state = step_lib.create_train_state(model, tx)
+  graphdef, state, tx, schedule = _build(config)
   mesh = step_lib.make_mesh()
   replicated = NamedSharding(mesh, PartitionSpec())
   by_example = NamedSharding(mesh, PartitionSpec("data"))
