@@ -24,6 +24,7 @@ import zlib
 
 import numpy as np
 
+from posejax.data import motion
 from posejax.skeleton import H36M
 
 J = H36M.num_joints
@@ -121,10 +122,6 @@ def retarget(pose: np.ndarray, bone_lengths_mm: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def _captured_clips(split: str) -> tuple[np.ndarray, ...]:
   """DeepMimic clips for a split (every 4th clip, by name, is held out for the test split)."""
-  try:
-    from posejax.data import motion  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return ()
   paths = motion.deepmimic_clip_paths()
   chosen = [p for i, p in enumerate(paths) if (i % 4 == 3) == (split == "test")]
   return tuple(motion.load_deepmimic_clip(p) for p in chosen)
@@ -132,7 +129,6 @@ def _captured_clips(split: str) -> tuple[np.ndarray, ...]:
 
 @functools.lru_cache(maxsize=4)
 def _user_poses(path: str) -> np.ndarray:
-  from posejax.data import motion  # pylint: disable=import-outside-toplevel
   return motion.load_pose_file(path)
 
 
@@ -147,7 +143,6 @@ def draw_pose(config: SyntheticConfig, split: str, rng: np.random.Generator) -> 
   if clips and rng.random() < 0.6:
     clip = clips[rng.integers(len(clips))]
     return clip[rng.integers(len(clip))].astype(np.float64)
-  from posejax.data import motion  # pylint: disable=import-outside-toplevel
   frames = motion.procedural_motion(rng, 2)
   return frames[-1].astype(np.float64)
 
@@ -164,7 +159,8 @@ def place_subject(pose: np.ndarray, subject: Subject, rng: np.random.Generator) 
   pose = retarget(pose, lengths)
   pose = pose @ _yaw(rng.uniform(0, 2 * np.pi)).T
   pose[:, [0, 2]] -= pose[H36M.root, [0, 2]]
-  pose[:, 1] -= pose[[_INDEX["left_ankle"], _INDEX["right_ankle"]], 1].min() - 80.0
+  pose[:, 1] -= (pose[[_INDEX["left_ankle"], _INDEX["right_ankle"]], 1].min()
+                 - motion.ANKLE_HEIGHT_MM)
   return pose
 
 

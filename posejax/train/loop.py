@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from posejax import geometry, metrics
 from posejax.data import pipeline, synthetic
@@ -103,8 +103,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   graphdef, state, tx, schedule = _build(config)
   mesh = step_lib.make_mesh()
-  replicated = NamedSharding(mesh, PartitionSpec())
-  by_example = NamedSharding(mesh, PartitionSpec("data"))
+  replicated, by_example = step_lib.shardings(mesh)
 
   manager = _checkpoint_manager(os.path.join(workdir, "checkpoints"))
   if manager.latest_step() is not None:

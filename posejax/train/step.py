@@ -169,14 +169,18 @@ def make_mesh(devices=None) -> Mesh:
                        devices=devices)
 
 
+def shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
+  """(replicated, split along axis 0 over "data"): the state's and the batch's placements."""
+  return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+
+
 def jit_train_step(train_step: Callable, mesh: Mesh) -> Callable:
   """jit with the state replicated (and donated) and every batch array split along axis 0."""
-  replicated = NamedSharding(mesh, PartitionSpec())
-  by_example = NamedSharding(mesh, PartitionSpec("data"))
+  replicated, by_example = shardings(mesh)
   return jax.jit(train_step, in_shardings=(replicated, by_example),
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
   """Puts a (single-process, global) batch on the mesh, split along axis 0."""
-  return jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data")))
+  return jax.device_put(batch, shardings(mesh)[1])
