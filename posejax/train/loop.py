@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding
+from ml_collections import config_dict
 
 from posejax import geometry, metrics
 from posejax.data import pipeline, synthetic
@@ -83,6 +84,35 @@ def _build(config):
   return graphdef, state, tx, optim.learning_rate_schedule(*decay)
 
 
+def _save_config(config, workdir: str):
+  """The run's config beside its checkpoints, so a workdir alone is enough to predict."""
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+
+
+def restore_model(workdir: str, step: int | None = None):
+  """(model in eval mode, config) of a training workdir: its config.json and its latest (or
+  `step`'s) checkpoint.
+
+  Raises:
+    FileNotFoundError: the workdir has no config.json or no checkpoint.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path!r} does not exist: is {workdir!r} a training workdir "
+                            "(python -m experiments.train ... --workdir=DIR)?")
+  with open(path) as f:
+    config = config_dict.ConfigDict(json.load(f))
+  graphdef, state, _, _ = _build(config)
+  manager = _checkpoint_manager(os.path.join(workdir, "checkpoints"))
+  if manager.latest_step() is None:
+    raise FileNotFoundError(f"No checkpoint in {manager.directory}: train first")
+  state = _restore(manager, state, step)
+  model = nnx.merge(graphdef, nnx.merge_state(state.params, state.rest))
+  model.eval()
+  return model, config
+
+
 def evaluate_workdir(config, workdir: str) -> dict:
   """Evaluates the latest checkpoint of a workdir (results also written to its eval.json)."""
   graphdef, state, _, _ = _build(config)
@@ -101,6 +131,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Trains per `config` (see experiments/configs/synthetic.py) and evaluates on the held-out
   test stream. Returns the evaluation results (also written to workdir/eval.json)."""
   os.makedirs(workdir, exist_ok=True)
+  _save_config(config, workdir)
   graphdef, state, tx, schedule = _build(config)
   mesh = step_lib.make_mesh()
   replicated, by_example = step_lib.shardings(mesh)
