@@ -13,6 +13,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from posejax import skeleton
+
 EMPTY = np.zeros((0, 0))  # MATLAB's []
 
 
@@ -120,3 +122,63 @@ def write_gt_valid(path, head_boxes) -> str:
                                    "lelb", "lwri"]], dtype=object),
   })
   return str(path)
+
+
+# ------------------------------------------------------------------------------------- COCO
+
+COCO_KEYPOINTS = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
+                  "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+                  "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"]
+COCO_SKELETON = [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7],
+                 [6, 8], [7, 9], [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5],
+                 [4, 6], [5, 7]]
+
+
+def coco_image(image_id: int, height: int, width: int) -> dict:
+  return {"license": 1, "file_name": f"{image_id:012d}.jpg", "coco_url": "", "height": height,
+          "width": width, "date_captured": "2013-11-14 17:02:52", "flickr_url": "",
+          "id": image_id}
+
+
+def coco_person(annotation_id: int, image_id: int, keypoints: dict[int, tuple], bbox,
+                iscrowd: int = 0) -> dict:
+  """A person annotation: keypoints is {COCO index: (x, y, v)}; unlisted keypoints are
+  (0, 0, 0) as in the real files."""
+  flat = []
+  for k in range(17):
+    flat.extend(int(round(c)) for c in keypoints.get(k, (0, 0, 0)))
+  segmentation = ({"counts": [0, 4], "size": [2, 2]} if iscrowd
+                  else [[bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1], bbox[0], bbox[1] + 1]])
+  return {"segmentation": segmentation, "num_keypoints": sum(v > 0 for _, _, v in
+                                                             keypoints.values()),
+          "area": float(bbox[2] * bbox[3]), "iscrowd": iscrowd, "keypoints": flat,
+          "image_id": image_id, "bbox": [float(b) for b in bbox], "category_id": 1,
+          "id": annotation_id}
+
+
+def write_coco(path, images: list[dict], annotations: list[dict]) -> str:
+  """person_keypoints_*2017.json with info, licenses, images, annotations, categories."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump({
+        "info": {"description": "COCO 2017 Dataset", "version": "1.0", "year": 2017},
+        "licenses": [{"url": "", "id": 1, "name": "Attribution-NonCommercial-ShareAlike"}],
+        "images": images, "annotations": annotations,
+        "categories": [{"supercategory": "person", "id": 1, "name": "person",
+                        "keypoints": COCO_KEYPOINTS, "skeleton": COCO_SKELETON}],
+    }, f)
+  return str(path)
+
+
+def swapped_mapping(mapping):
+  """`mapping` with the dataset's left and right joints exchanged: the bug tests must catch."""
+  swap = {"l_": "r_", "r_": "l_", "left_": "right_", "right_": "left_"}
+  names = mapping.source_joint_names
+  correspondence = {}
+  for target, index in zip(mapping.target.joint_names, mapping.source_indices):
+    if index >= 0:
+      name = names[index]
+      prefix = next((p for p in swap if name.startswith(p)), "")
+      correspondence[target] = (swap[prefix] + name[len(prefix):]) if prefix else name
+  return skeleton.mapping_by_name(mapping.name + "_swapped", names, correspondence,
+                                  mapping.target)

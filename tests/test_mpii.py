@@ -8,7 +8,6 @@ import pytest
 pytest.importorskip("tensorflow_datasets")
 
 import fixtures_person_data as fx  # noqa: E402
-from posejax import skeleton  # noqa: E402
 from posejax.data import mpii  # noqa: E402
 from posejax.skeleton import H36M  # noqa: E402
 
@@ -88,7 +87,7 @@ def test_example_crop_camera_and_labels():
   frame = fx.dotted_image(60, 80, [np.subtract(LEFT_WRIST_A, 1)])
   person = mpii.Person("a.jpg", np.array([JOINTS_A[j] for j in range(16)]) - 1,
                        np.ones(16, bool), np.array([40.0, 30.0]), 40.0, 6.0)
-  example = mpii.person_example(frame, person, SIZE, 1.25)
+  example = mpii.person_example(frame, person, SIZE, 1.25, mpii.MAPPING)
   # Box: centre (40, 30), side 50, corner (15, 5), zoom 0.64. Guessed camera: focal 80,
   # principal point (39.5, 29.5). K = crop @ intrinsics.
   np.testing.assert_allclose(example["camera"], [[51.2, 0, 15.18], [0, 51.2, 15.18], [0, 0, 1]],
@@ -105,26 +104,15 @@ def test_example_crop_camera_and_labels():
   assert example["image"].shape == (SIZE, SIZE, 3) and example["image"].dtype == np.uint8
 
 
-def _swapped_mapping():
-  """MPII_TO_H36M with left and right exchanged: the bug a test must catch."""
-  names = skeleton.MPII_TO_H36M.source_joint_names
-  swap = {"l": "r", "r": "l"}
-  correspondence = {}
-  for target, index in zip(H36M.joint_names, skeleton.MPII_TO_H36M.source_indices):
-    if index >= 0:
-      name = names[index]
-      correspondence[target] = swap[name[0]] + name[1:] if name[:2] in ("l_", "r_") else name
-  return skeleton.mapping_by_name("mpii_swapped", names, correspondence)
-
-
-def test_a_left_right_swap_fails_the_joint_check(monkeypatch):
+def test_a_left_right_swap_fails_the_joint_check():
   frame = fx.dotted_image(60, 80)
   person = mpii.Person("a.jpg", np.array([JOINTS_A[j] for j in range(16)]) - 1,
                        np.ones(16, bool), np.array([40.0, 30.0]), 40.0, 6.0)
-  _check_joints(mpii.person_example(frame, person, SIZE, 1.25), JOINTS_A, (41, 28), 0.2)
-  monkeypatch.setattr(mpii, "MAPPING", _swapped_mapping())
+  _check_joints(mpii.person_example(frame, person, SIZE, 1.25, mpii.MAPPING), JOINTS_A,
+                (41, 28), 0.2)
   with pytest.raises(AssertionError, match="right_hip"):  # the first limb joint
-    _check_joints(mpii.person_example(frame, person, SIZE, 1.25), JOINTS_A, (41, 28), 0.2)
+    _check_joints(mpii.person_example(frame, person, SIZE, 1.25, fx.swapped_mapping(mpii.MAPPING)),
+                  JOINTS_A, (41, 28), 0.2)
 
 
 def test_prepare_mat_and_read_back(tmp_path):

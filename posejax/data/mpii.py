@@ -267,19 +267,27 @@ def read_annotations(manual_dir: str, annotation_format: str) -> dict[str, list[
   raise ValueError(f"annotation_format must be one of {FORMATS}, got {annotation_format!r}")
 
 
-def person_example(image: np.ndarray, person: Person, image_size: int, margin: float) -> dict:
-  """The training example of one person: crop, crop camera, H36M-ordered 2D joints, head size.
+def person_example(image: np.ndarray, person: Person, image_size: int, margin: float,
+                   mapping: skeleton.JointMapping) -> dict:
+  """The training example of one person: crop, crop camera, canonical 2D joints, head size.
+
+  Args:
+    image: [H, W, 3] uint8 frame.
+    person: the annotation, its joints in the dataset's order.
+    image_size: S, the crop side in pixels.
+    margin: the crop side is `margin * person.side`.
+    mapping: the dataset's joints onto the canonical skeleton (MAPPING for MPII).
 
   Returns:
-    image [S, S, 3] uint8, camera [3, 3] float32, joints_2d [17, 2] float32 (crop pixels),
-    joints_2d_mask [17] bool, head_size float32 (crop pixels, 0 if unknown).
+    image [S, S, 3] uint8, camera [3, 3] float32, joints_2d [J, 2] float32 (crop pixels),
+    joints_2d_mask [J] bool, head_size float32 (crop pixels, 0 if unknown).
   """
   side = margin * person.side
   intrinsics = guessed_intrinsics(*image.shape[:2])
   cropped, camera = crop.crop_view(image, intrinsics, person.centre, side, image_size)
   pixels = crop.transform_points(crop.crop_matrix(person.centre, side, image_size),
                                  person.joints)
-  joints_2d, mask = MAPPING(pixels, person.labeled)
+  joints_2d, mask = mapping(pixels, person.labeled)
   return {"image": cropped, "camera": camera,
           "joints_2d": np.asarray(joints_2d, np.float32),
           "joints_2d_mask": np.asarray(mask, bool),
@@ -316,13 +324,15 @@ def single_image_features(image_size: int) -> tfds.features.FeaturesDict:
   })
 
 
-def generate_person_examples(persons, image_dir: str, image_size: int, margin: float):
+def generate_person_examples(persons, image_dir: str, image_size: int, margin: float,
+                             mapping: skeleton.JointMapping):
   """(key, record) per person, reading each image once (persons of one image are adjacent)."""
   name, image = None, None
   for key, person in enumerate(persons):
     if person.image != name:
       name, image = person.image, read_image(os.path.join(image_dir, person.image))
-    yield key, dict(person_example(image, person, image_size, margin), image_file=name)
+    yield key, dict(person_example(image, person, image_size, margin, mapping),
+                    image_file=name)
 
 
 def from_record(record: dict) -> dict:
@@ -358,7 +368,8 @@ class PosejaxMpii(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, persons, image_dir):
     config = self.builder_config
-    return generate_person_examples(persons, image_dir, config.image_size, config.margin)
+    return generate_person_examples(persons, image_dir, config.image_size, config.margin,
+                                    MAPPING)
 
 
 def prepare_builder(builder: tfds.core.GeneratorBasedBuilder, manual_dir: str):
