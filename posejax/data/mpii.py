@@ -43,10 +43,9 @@ import os
 import numpy as np
 import scipy.io
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from posejax import skeleton
-from posejax.data import crop
+from posejax.data import crop, video
 
 MAPPING = skeleton.MPII_TO_H36M
 J = MAPPING.target.num_joints
@@ -98,22 +97,6 @@ def guessed_intrinsics(height: int, width: int) -> np.ndarray:
   (a ~53 degree field of view across the larger side), principal point at the image centre."""
   focal = float(max(height, width))
   return np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]])
-
-
-def read_image(path: str) -> np.ndarray:
-  """[H, W, 3] uint8 RGB image (grey or CMYK files are converted).
-
-  Raises:
-    FileNotFoundError: no such file (named).
-    ValueError: the file is not a complete image (named).
-  """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: image file not found")
-  try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert("RGB"))
-  except (OSError, SyntaxError, ValueError) as error:  # PIL: unidentified or truncated
-    raise ValueError(f"{path}: not a readable image ({error})") from None
 
 
 def load_mat(path: str, squeeze: bool = True) -> dict:
@@ -330,7 +313,7 @@ def generate_person_examples(persons, image_dir: str, image_size: int, margin: f
   name, image = None, None
   for key, person in enumerate(persons):
     if person.image != name:
-      name, image = person.image, read_image(os.path.join(image_dir, person.image))
+      name, image = person.image, video.read_image(os.path.join(image_dir, person.image))
     yield key, dict(person_example(image, person, image_size, margin, mapping),
                     image_file=name)
 
