@@ -182,3 +182,12 @@ def swapped_mapping(mapping):
       correspondence[target] = (swap[prefix] + name[len(prefix):]) if prefix else name
   return skeleton.mapping_by_name(mapping.name + "_swapped", names, correspondence,
                                   mapping.target)
+
+
+# ------------------------------------------------------------------------------------- own data
+
+def write_manifest(path, manifest: dict) -> str:
+  os.makedirs(os.path.dirname(os.fspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(manifest, f)
+  return os.fspath(path)
