@@ -32,7 +32,7 @@ import tensorflow_datasets as tfds
 from pycocotools.coco import COCO
 
 from posejax import skeleton
-from posejax.data import mpii
+from posejax.data import datasets, mpii
 
 MAPPING = skeleton.COCO_TO_H36M
 NUM_SOURCE_JOINTS = MAPPING.num_source_joints  # 17
@@ -150,10 +150,10 @@ def builder(data_dir: str, **config) -> PosejaxCoco:
 
 def prepare(manual_dir: str, data_dir: str, **config) -> PosejaxCoco:
   """Prepares COCO once from the files in `manual_dir` (config: `builder_config`'s arguments)."""
-  return mpii.prepare_builder(builder(data_dir, **config), manual_dir)
+  return datasets.prepare_builder(builder(data_dir, **config), manual_dir)
 
 
 def prepared_source(data_dir: str, split: str = "train", **config):
   """The "train_2d" Source of a prepared COCO split ("train" or "validation")."""
-  return mpii.single_image_source(mpii.prepared_builder(builder(data_dir, **config), "coco"),
-                                  split)
+  prepared = datasets.prepared_builder(builder(data_dir, **config), "coco")
+  return mpii.single_image_source(prepared, split)

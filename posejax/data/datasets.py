@@ -47,7 +47,12 @@ class DatasetInfo:
 
 
 # Add a dataset here with its module (the builders land one by one).
-DATASETS: dict[str, DatasetInfo] = {}
+DATASETS: dict[str, DatasetInfo] = {
+    "mpii": DatasetInfo("posejax.data.mpii", ("train_2d",), "http://human-pose.mpi-inf.mpg.de/"),
+    "coco": DatasetInfo("posejax.data.coco", ("train_2d",), "https://cocodataset.org/"),
+    "own_multiview": DatasetInfo("posejax.data.manifest", ("train_multiview",),
+                                 "your own recordings (README.md: Your own multi-view data)"),
+}
 
 
 def dataset_module(name: str):

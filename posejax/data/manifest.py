@@ -52,7 +52,7 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
-from posejax.data import crop, mpii, video
+from posejax.data import crop, datasets, video
 
 # Frames decoded per camera at once: bounds the memory of long high-resolution videos.
 FRAMES_PER_CHUNK = 32
@@ -321,13 +321,13 @@ def builder(data_dir: str, **config) -> PosejaxOwnMultiview:
 
 def prepare(manual_dir: str, data_dir: str, **config) -> PosejaxOwnMultiview:
   """Prepares the recordings of `manual_dir` once (config: `builder_config`'s arguments)."""
-  return mpii.prepare_builder(builder(data_dir, **config), manual_dir)
+  return datasets.prepare_builder(builder(data_dir, **config), manual_dir)
 
 
 def prepared_source(data_dir: str, **config):
   """(stream, index) -> the index-th stored sample (wrapping around) of the
   "train_multiview" stream, the only one this data has."""
-  prepared = mpii.prepared_builder(builder(data_dir, **config), "own_multiview")
+  prepared = datasets.prepared_builder(builder(data_dir, **config), "own_multiview")
   records = prepared.as_data_source(split="train")
 
   def source(stream: str, index: int) -> dict:

@@ -45,7 +45,7 @@ import scipy.io
 import tensorflow_datasets as tfds
 
 from posejax import skeleton
-from posejax.data import crop, video
+from posejax.data import crop, datasets, video
 
 MAPPING = skeleton.MPII_TO_H36M
 J = MAPPING.target.num_joints
@@ -355,33 +355,6 @@ class PosejaxMpii(tfds.core.GeneratorBasedBuilder):
                                     MAPPING)
 
 
-def prepare_builder(builder: tfds.core.GeneratorBasedBuilder, manual_dir: str):
-  """Prepares `builder` from the files in `manual_dir`. TFDS writes into a temporary directory
-  and renames it only when complete, so a failure leaves no dataset behind.
-
-  Raises:
-    FileNotFoundError: `manual_dir` does not exist (with the download instructions).
-  """
-  manual_dir = os.path.expanduser(os.fspath(manual_dir))
-  if not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
-    raise FileNotFoundError(f"{manual_dir}: manual dir not found or empty. {builder.name} "
-                            "expects:\n"
-                            f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual_dir, try_download_gcs=False))
-  return builder
-
-
-def prepared_builder(builder: tfds.core.GeneratorBasedBuilder, dataset: str):
-  """`builder` if its dataset is prepared, else FileNotFoundError naming the command."""
-  if not builder.is_prepared():
-    raise FileNotFoundError(
-        f"No prepared {builder.name} dataset {builder.builder_config.name!r} in "
-        f"{builder.data_dir_root!r}. Prepare it with: python -m experiments.prepare_data "
-        f"--dataset={dataset} --manual_dir=... --data_dir={builder.data_dir_root}")
-  return builder
-
-
 def single_image_source(builder, split: str):
   """(stream, index) -> the index-th stored person crop of `split` (wrapping around) as a
   "train_2d" sample; only the "train_2d" stream exists."""
@@ -404,9 +377,10 @@ def builder(data_dir: str, **config) -> PosejaxMpii:
 
 def prepare(manual_dir: str, data_dir: str, **config) -> PosejaxMpii:
   """Prepares MPII once from the files in `manual_dir` (config: `builder_config`'s arguments)."""
-  return prepare_builder(builder(data_dir, **config), manual_dir)
+  return datasets.prepare_builder(builder(data_dir, **config), manual_dir)
 
 
 def prepared_source(data_dir: str, split: str = "train", **config):
   """The "train_2d" Source of a prepared MPII split ("train"; json format also "validation")."""
-  return single_image_source(prepared_builder(builder(data_dir, **config), "mpii"), split)
+  return single_image_source(datasets.prepared_builder(builder(data_dir, **config), "mpii"),
+                             split)
