@@ -110,3 +110,10 @@ def test_read_image_errors(tmp_path):
   truncate(path, 0.3)
   with pytest.raises(ValueError, match=f"{path}: not a readable image"):
     video.read_image(str(path))
+
+
+def test_iter_frames_streams_distinct_indices_in_order(clip):
+  frames = video.iter_frames(clip, [30, 4, 30, 12])
+  index, frame = next(frames)
+  assert index == 4 and frame_numbers(frame[None])[0] == 4
+  assert [(i, frame_numbers(f[None])[0]) for i, f in frames] == [(12, 12), (30, 30)]

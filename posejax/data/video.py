@@ -14,7 +14,7 @@ videos are indexed exactly after a seek; a stream without timestamps is read fro
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import av
 import numpy as np
@@ -65,9 +65,6 @@ def frame_count(path: str) -> int:
 def read_frames(path: str, indices: Iterable[int]) -> np.ndarray:
   """The frames `indices` of the video at `path`.
 
-  Sparse indices are reached by seeking (see SEEK_GAP); each wanted frame is decoded once even
-  when it is asked for several times.
-
   Args:
     path: a video file.
     indices: frame indices (>= 0), in any order, repeats allowed.
@@ -81,28 +78,43 @@ def read_frames(path: str, indices: Iterable[int]) -> np.ndarray:
       decoded (a truncated file); the message names the file.
   """
   indices = [int(i) for i in indices]
-  if any(i < 0 for i in indices):
-    raise ValueError(f"{path}: negative frame index in {indices}")
-  container, stream = _open(path)
-  if not indices:
+  frames = dict(iter_frames(path, indices))
+  if not frames:
+    container, stream = _open(path)
     with container:
       return np.zeros((0, stream.height, stream.width, 3), np.uint8)
-  stream.thread_type = "AUTO"
-  frames = {}
-  with container:
-    try:
-      _decode_into(frames, container, stream, sorted(set(indices)), path)
-    except av.error.FFmpegError as error:
-      raise ValueError(f"{path}: unreadable video data ({error})") from None
   return np.stack([frames[i] for i in indices])
 
 
-def _decode_into(frames: dict, container, stream, wanted: list[int], path: str) -> None:
-  """Decodes the sorted, distinct frame indices `wanted` into `frames` {index: [H, W, 3]}."""
+def iter_frames(path: str, indices: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
+  """(index, [H, W, 3] uint8 RGB frame) for the distinct `indices`, in increasing order, decoded
+  as they are consumed: a long video is streamed, never held in memory.
+
+  Sparse indices are reached by seeking (see SEEK_GAP); each frame is decoded at most once.
+
+  Raises:
+    FileNotFoundError, ValueError: as `read_frames`, when the generator is first advanced (for a
+      missing or unreadable file) or reaches the frame that cannot be decoded.
+  """
+  wanted = sorted(set(int(i) for i in indices))
+  if wanted and wanted[0] < 0:
+    raise ValueError(f"{path}: negative frame index in {wanted}")
+  if not wanted:
+    return
+  container, stream = _open(path)
+  stream.thread_type = "AUTO"
+  with container:
+    try:
+      yield from _decode(container, stream, wanted, path)
+    except av.error.FFmpegError as error:
+      raise ValueError(f"{path}: unreadable video data ({error})") from None
+
+
+def _decode(container, stream, wanted: list[int], path: str):
+  """Yields (index, frame) for the sorted, distinct frame indices `wanted`."""
   rate = stream.average_rate or stream.guessed_rate
   start = stream.start_time or 0
   can_seek = bool(rate)
-  wanted_set = set(wanted)
 
   def restart(timestamp):
     container.seek(timestamp, stream=stream, backward=True)
@@ -112,7 +124,7 @@ def _decode_into(frames: dict, container, stream, wanted: list[int], path: str) 
   for target in wanted:
     if can_seek and target - position > SEEK_GAP:
       decoded, position = restart(start + int(round(target / (rate * stream.time_base)))), None
-    while target not in frames:
+    while position is None or position < target:
       frame = next(decoded, None)
       if frame is None:
         raise ValueError(f"{path}: frame {target} was asked for but the video ends after "
@@ -133,8 +145,7 @@ def _decode_into(frames: dict, container, stream, wanted: list[int], path: str) 
         raise ValueError(f"{path}: has no frame {target} (its timestamps jump from frame "
                          f"{position} to frame {index})")
       position = index
-      if index in wanted_set:
-        frames[index] = frame.to_ndarray(format="rgb24")
+    yield target, frame.to_ndarray(format="rgb24")
 
 
 def read_image(path: str) -> np.ndarray:
