@@ -60,12 +60,13 @@ def mpii_points(joints: dict[int, tuple[float, float]], visible=None) -> np.ndar
 
 
 def mpii_rect(joints, head_box, objpos, scale, visible=None) -> dict:
-  """One annorect entry: head box x1..y2, objpos struct, scale, annopoints (or [] without
-  joints)."""
-  x1, y1, x2, y2 = head_box
+  """One annorect entry: head box x1..y2, objpos struct, scale, annopoints; [] for a head box,
+  joints, objpos or scale given as None."""
+  x1, y1, x2, y2 = [EMPTY] * 4 if head_box is None else [float(v) for v in head_box]
   annopoints = {"point": mpii_points(joints, visible)} if joints else EMPTY
-  return dict(x1=float(x1), y1=float(y1), x2=float(x2), y2=float(y2), annopoints=annopoints,
-              scale=float(scale), objpos={"x": float(objpos[0]), "y": float(objpos[1])})
+  return dict(x1=x1, y1=y1, x2=x2, y2=y2, annopoints=annopoints,
+              scale=EMPTY if scale is None else float(scale),
+              objpos=EMPTY if objpos is None else {"x": float(objpos[0]), "y": float(objpos[1])})
 
 
 def write_mpii_mat(path, images: list[tuple[str, list[dict], bool]]) -> str:

@@ -53,8 +53,9 @@ def _check_joints(example, joints_1based, objpos, scale):
 
 
 def _manual_dir(tmp_path):
-  """Images: a.jpg (80x60) with persons A, B and an unlabeled one; b.jpg with one person
-  (a bare 1x1 annorect); c.jpg a test image (img_train 0, no joints)."""
+  """Images: a.jpg (80x60) with persons A, B, an unlabeled one and one without a person box;
+  b.jpg with one person (a bare 1x1 annorect, head box []); c.jpg a test image (img_train 0,
+  no joints)."""
   root = tmp_path / "manual"
   # The dot is drawn at left wrist A in 0-based pixels.
   fx.write_jpeg(root / "images" / "a.jpg", fx.dotted_image(60, 80, [np.subtract(
@@ -64,8 +65,9 @@ def _manual_dir(tmp_path):
   fx.write_mpii_mat(root / mpii.MAT_FILE, [
       ("a.jpg", [fx.mpii_rect(JOINTS_A, HEAD_BOX_A, (41, 28), 0.2),
                  fx.mpii_rect(JOINTS_B, (58, 15, 64, 23), (62, 30), 0.15, VISIBLE_B),
-                 fx.mpii_rect({}, (1, 1, 2, 2), (10, 10), 0.1)], True),
-      ("b.jpg", [fx.mpii_rect({9: (20.0, 10.0)}, (18, 8, 22, 12), (20, 20), 0.1)], True),
+                 fx.mpii_rect({}, (1, 1, 2, 2), (10, 10), 0.1),
+                 fx.mpii_rect({0: (5.0, 5.0)}, (1, 1, 2, 2), None, None)], True),
+      ("b.jpg", [fx.mpii_rect({9: (20.0, 10.0)}, None, (20, 20), 0.1)], True),
       ("c.jpg", [fx.mpii_rect({}, (1, 1, 2, 2), (25, 20), 0.1)], False),
   ])
   return root
@@ -75,12 +77,13 @@ def test_mat_persons_and_their_fields(tmp_path):
   persons = mpii.read_mat(str(_manual_dir(tmp_path) / mpii.MAT_FILE))
   assert list(persons) == ["train"]
   train = persons["train"]
-  assert [p.image for p in train] == ["a.jpg", "a.jpg", "b.jpg"]  # unlabeled and test skipped
+  # The unlabeled person, the one without a box and the test image are skipped.
+  assert [p.image for p in train] == ["a.jpg", "a.jpg", "b.jpg"]
   np.testing.assert_allclose(train[0].centre, [40, 27 + 3])
   assert train[0].side == pytest.approx(40)
   assert train[0].head_size == pytest.approx(6.0)
   assert train[1].labeled.tolist() == [j not in (4, 10) for j in range(16)]
-  assert train[2].labeled.sum() == 1
+  assert train[2].labeled.sum() == 1 and train[2].head_size == 0
 
 
 def test_example_crop_camera_and_labels():

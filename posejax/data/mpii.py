@@ -6,7 +6,7 @@ Two annotation formats, as they are distributed:
   annolist(i).image.name, annolist(i).annorect(r) (x1, y1, x2, y2 head box, objpos.x/.y, scale,
   annopoints.point(k) with id, x, y, is_visible) and img_train(i). Only training images carry
   joints (the test labels are withheld), so this gives one split, "train": every person with at
-  least one annotated joint.
+  least one annotated joint and a person box (objpos and scale).
 - "json": the conversion of the HRNet / simple-baselines authors (annot/train.json and
   annot/valid.json: lists of {"image", "center", "scale", "joints", "joints_vis"}), with their
   splits "train" and "validation". It has no head boxes; the validation head boxes come from
@@ -125,15 +125,21 @@ def _items(value) -> list:
   return [value]
 
 
+def _empty(value) -> bool:
+  """A field that is absent or MATLAB's []."""
+  return value is None or (isinstance(value, np.ndarray) and value.size == 0)
+
+
 def _field(struct, name, where):
   value = getattr(struct, name, None)
-  if value is None or (isinstance(value, np.ndarray) and value.size == 0):
+  if _empty(value):
     raise ValueError(f"{where}: missing field {name!r}")
   return value
 
 
 def read_mat(path: str) -> dict[str, list[Person]]:
-  """{"train": persons} of the official MPII .mat (persons with at least one labeled joint).
+  """{"train": persons} of the official MPII .mat: the persons of training images with at least
+  one labeled joint and a person box (objpos, scale); head_size 0 where the head box is [].
 
   Raises:
     FileNotFoundError / ValueError naming the file and the broken entry.
@@ -157,11 +163,15 @@ def read_mat(path: str) -> dict[str, list[Person]]:
       points = _items(getattr(annopoints, "point", np.zeros(0)))
       if not points:
         continue  # a person without joint labels
-      persons.append(_mat_person(name, rect, points, f"{where}.annorect({r + 1})"))
+      person = _mat_person(name, rect, points, f"{where}.annorect({r + 1})")
+      if person is not None:
+        persons.append(person)
   return {"train": persons}
 
 
-def _mat_person(name: str, rect, points, where: str) -> Person:
+def _mat_person(name: str, rect, points, where: str) -> Person | None:
+  """The person of an annorect with joints, or None without a person box (objpos, scale):
+  such a person cannot be cropped (the usual loaders skip them too)."""
   joints = np.zeros((NUM_SOURCE_JOINTS, 2))
   labeled = np.zeros(NUM_SOURCE_JOINTS, bool)
   for point in points:
@@ -170,13 +180,15 @@ def _mat_person(name: str, rect, points, where: str) -> Person:
       raise ValueError(f"{where}: joint id {joint} is not an MPII joint (0-15)")
     joints[joint] = [float(_field(point, "x", where)) - 1, float(_field(point, "y", where)) - 1]
     labeled[joint] = True
-  objpos = _field(rect, "objpos", where)
-  scale = float(_field(rect, "scale", where))
-  head = np.array([float(_field(rect, k, where)) for k in ("x1", "y1", "x2", "y2")])
+  objpos, scale = getattr(rect, "objpos", None), getattr(rect, "scale", None)
+  if _empty(objpos) or _empty(scale):
+    return None
   centre = np.array([float(_field(objpos, "x", where + ".objpos")),
                      float(_field(objpos, "y", where + ".objpos"))]) - 1
-  return _person(name, joints, labeled, centre, scale,
-                 HEAD_SIZE_FACTOR * float(np.linalg.norm(head[2:] - head[:2])), where)
+  head = [getattr(rect, k, None) for k in ("x1", "y1", "x2", "y2")]
+  head_size = 0.0 if any(_empty(v) for v in head) else HEAD_SIZE_FACTOR * float(
+      np.hypot(float(head[2]) - float(head[0]), float(head[3]) - float(head[1])))
+  return _person(name, joints, labeled, centre, float(scale), head_size, where)
 
 
 def _person(name, joints, labeled, centre, scale, head_size, where) -> Person:
