@@ -48,14 +48,12 @@ import glob
 import json
 import os
 import re
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from posejax.data import crop, datasets, video
-
-# Frames decoded per camera at once: bounds the memory of long high-resolution videos.
-FRAMES_PER_CHUNK = 32
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Put one JSON manifest per recording into <manual_dir>/ (any name ending in .json), with the
@@ -91,11 +89,14 @@ class Camera:
     f = self.focal_length
     return np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]])
 
-  def read(self, indices: list[int]) -> list[np.ndarray]:
-    """Frames `indices` as [H, W, 3] uint8 arrays."""
+  def sees(self, frame: int) -> bool:
+    return not np.isnan(self.boxes[frame, 0])
+
+  def stream(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, [H, W, 3] uint8 frame) for the increasing `indices`, decoded as consumed."""
     if self.video is not None:
-      return list(video.read_frames(self.video, indices)) if indices else []
-    return [video.read_image(self.frames[i]) for i in indices]
+      return video.iter_frames(self.video, indices)
+    return ((i, video.read_image(self.frames[i])) for i in indices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,36 +212,30 @@ def read_manifest(path: str, min_views: int = 2) -> Recording:
   if len(set(counts.values())) != 1:
     raise ValueError(f"{path}: 'boxes' must have the same number of frames for every camera "
                      f"(synchronised frames), got {counts}")
-  seen = np.stack([~np.isnan(c.boxes[:, 0]) for c in parsed])  # [C, N]
+  seen = np.stack([~np.isnan(c.boxes[:, 0]) for c in parsed])  # [C, N]: a box in that frame
   frames = tuple(i for i in range(0, seen.shape[1], step) if seen[:, i].sum() >= min_views)
   return Recording(path, parsed, frames)
 
 
 def _recording_examples(recording: Recording, image_size: int, margin: float):
-  """(key, record) per used frame of one recording."""
+  """(key, record) per used frame of one recording, streaming every camera's frames."""
   stem = os.path.splitext(os.path.basename(recording.path))[0]
-  num_views = len(recording.cameras)
-  for start in range(0, len(recording.frame_indices), FRAMES_PER_CHUNK):
-    chunk = recording.frame_indices[start:start + FRAMES_PER_CHUNK]
-    decoded = []  # per camera {frame: image}
-    for camera in recording.cameras:
-      wanted = [i for i in chunk if not np.isnan(camera.boxes[i, 0])]
-      decoded.append(dict(zip(wanted, camera.read(wanted))))
-    for frame in chunk:
-      images = np.zeros((num_views, image_size, image_size, 3), np.uint8)
-      cameras = np.zeros((num_views, 3, 3), np.float32)
-      view_mask = np.zeros(num_views, bool)
-      for v, camera in enumerate(recording.cameras):
-        if frame not in decoded[v]:
-          continue
-        image = decoded[v][frame]
-        x0, y0, x1, y1 = camera.boxes[frame]
-        images[v], cameras[v] = crop.crop_view(
-            image, camera.camera_matrix(*image.shape[:2]), ((x0 + x1) / 2, (y0 + y1) / 2),
-            margin * max(x1 - x0, y1 - y0), image_size)
-        view_mask[v] = True
-      yield f"{stem}/{frame}", {"image": images, "camera": cameras, "view_mask": view_mask,
-                                "recording": stem, "frame": frame}
+  cameras = recording.cameras
+  streams = [c.stream([i for i in recording.frame_indices if c.sees(i)]) for c in cameras]
+  for frame in recording.frame_indices:
+    images = np.zeros((len(cameras), image_size, image_size, 3), np.uint8)
+    matrices = np.zeros((len(cameras), 3, 3), np.float32)
+    for v, camera in enumerate(cameras):
+      if not camera.sees(frame):
+        continue
+      _, image = next(streams[v])
+      x0, y0, x1, y1 = camera.boxes[frame]
+      images[v], matrices[v] = crop.crop_view(
+          image, camera.camera_matrix(*image.shape[:2]), ((x0 + x1) / 2, (y0 + y1) / 2),
+          margin * max(x1 - x0, y1 - y0), image_size)
+    yield f"{stem}/{frame}", {"image": images, "camera": matrices,
+                              "view_mask": np.array([c.sees(frame) for c in cameras]),
+                              "recording": stem, "frame": frame}
 
 
 def find_manifests(manual_dir: str) -> list[str]:
