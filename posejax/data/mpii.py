@@ -57,7 +57,7 @@ HEAD_SIZE_FACTOR = 0.6  # the official evaluation's SC_BIAS
 MAT_FILE = "mpii_human_pose_v1_u12_1.mat"
 JSON_FILES = {"train": os.path.join("annot", "train.json"),
               "validation": os.path.join("annot", "valid.json")}
-JSON_HEAD_BOXES = {"validation": os.path.join("annot", "gt_valid.mat")}
+JSON_HEAD_BOXES = os.path.join("annot", "gt_valid.mat")  # of the validation split
 IMAGE_DIR = "images"
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
@@ -73,14 +73,16 @@ extract them into <manual_dir>/{IMAGE_DIR}/. Then either
 
 @dataclasses.dataclass(frozen=True)
 class Person:
-  """One annotated person, in frame pixels (pixel centres at integers, first pixel 0).
+  """One annotated person, in frame pixels (pixel centres at integers, first pixel 0); COCO
+  uses it too.
 
   Attributes:
-    image: file name under images/.
-    joints: [16, 2] float64 MPII joints (zeros where unlabeled).
-    labeled: [16] bool.
+    image: file name in the dataset's image folder.
+    joints: [K, 2] float64 joints in the dataset's order (zeros where unlabeled).
+    labeled: [K] bool.
     centre: [2] the crop box centre.
-    side: the crop box side (before any margin: 200 x scale).
+    side: the person's extent (MPII: 200 x scale, COCO: the larger bbox side); the crop side
+      is margin x this.
     head_size: 0.6 x head box diagonal in frame pixels, 0 if unknown.
   """
 
@@ -252,13 +254,11 @@ def read_annotations(manual_dir: str, annotation_format: str) -> dict[str, list[
   if annotation_format == "mat":
     return read_mat(os.path.join(manual_dir, MAT_FILE))
   if annotation_format == "json":
-    splits = {}
-    for split, name in JSON_FILES.items():
-      head_boxes = JSON_HEAD_BOXES.get(split)
-      head_boxes = head_boxes and os.path.join(manual_dir, head_boxes)
-      splits[split] = read_json(os.path.join(manual_dir, name),
-                                head_boxes if head_boxes and os.path.exists(head_boxes) else None)
-    return splits
+    head_boxes = os.path.join(manual_dir, JSON_HEAD_BOXES)
+    return {split: read_json(os.path.join(manual_dir, name),
+                             head_boxes if split == "validation" and os.path.isfile(head_boxes)
+                             else None)
+            for split, name in JSON_FILES.items()}
   raise ValueError(f"annotation_format must be one of {FORMATS}, got {annotation_format!r}")
 
 
