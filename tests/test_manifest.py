@@ -11,7 +11,7 @@ pytest.importorskip("av")
 
 import fixtures_person_data as fx  # noqa: E402
 import fixtures_video  # noqa: E402
-from posejax.data import manifest, pipeline  # noqa: E402
+from posejax.data import datasets, manifest, pipeline  # noqa: E402
 
 SIZE = 32
 HEIGHT, WIDTH = 48, 64
@@ -189,3 +189,23 @@ def test_bad_input_fails_and_leaves_nothing(tmp_path):
   with pytest.raises(ValueError, match="studio.json: not a complete JSON file"):
     manifest.prepare(str(tmp_path / "manual"), str(tmp_path / "data"), image_size=SIZE)
   _assert_nothing_prepared(tmp_path / "data")
+
+
+def test_registry_and_a_weakly_supervised_batch_with_mpii(tmp_path):
+  _recording(tmp_path / "own")
+  fx.write_jpeg(tmp_path / "mpii" / "images" / "a.jpg", fx.dotted_image(60, 80))
+  fx.write_mpii_mat(tmp_path / "mpii" / "mpii_human_pose_v1_u12_1.mat", [
+      ("a.jpg", [fx.mpii_rect({j: (20.0 + j, 12.0 + j) for j in range(16)}, (30, 10, 36, 18),
+                              (41, 28), 0.2)], True)])
+  data_dir = str(tmp_path / "data")
+  datasets.prepare("own_multiview", str(tmp_path / "own"), data_dir, image_size=SIZE)
+  datasets.prepare("mpii", str(tmp_path / "mpii"), data_dir, image_size=SIZE)
+  source = datasets.combine({
+      "train_2d": datasets.source("mpii", data_dir, image_size=SIZE),
+      "train_multiview": datasets.source("own_multiview", data_dir, image_size=SIZE)})
+  batch = pipeline.make_batch(source, pipeline.BatchSpec(labeled=2, multiview=2, num_views=3,
+                                                         mode="ws"), step=0)
+  assert batch["labeled"]["joints_2d"].shape == (2, 17, 2)
+  assert batch["labeled"]["augmentation"].shape == (2, 3, 3)
+  assert set(batch["multiview"]) == {"image", "camera", "view_mask", "augmentation"}
+  assert batch["multiview"]["image"].shape == (2, 3, SIZE, SIZE, 3)
