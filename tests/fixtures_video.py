@@ -29,7 +29,7 @@ def write_video(path, frames, *, fps: int = 50, keyframe_interval: int = 4,
     stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
     stream.gop_size = keyframe_interval
     if codec == "libx264":
-      stream.options = {"crf": "0"}
+      stream.options = {"crf": "0", "preset": "ultrafast"}
     else:
       stream.bit_rate = 20_000_000  # far more than the frames need: near-lossless
     for frame in frames:

@@ -19,14 +19,22 @@ options (its builder config's fields) as keyword arguments:
 
 Each dataset names the streams it serves; `combine` makes one Source of several datasets (e.g.
 MPII's 2D labels with Human3.6M's multi-view images).
+
+Multi-view datasets store one record per sample with a view axis; the crops are stored as JPEG
+(quality 95: the sources are compressed video already, and a photo crop is about 10x smaller
+than as raw pixels; `multiview_features`, `encode_jpegs`, `decode_jpegs`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import io
 import os
 from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
 
 Source = Callable[[str, int], dict]
 
@@ -48,6 +56,8 @@ class DatasetInfo:
 
 # Add a dataset here with its module (the builders land one by one).
 DATASETS: dict[str, DatasetInfo] = {
+    "h36m": DatasetInfo("posejax.data.h36m", ("train_multiview", "train_2d", "test"),
+                        "http://vision.imar.ro/human3.6m/"),
     "mpii": DatasetInfo("posejax.data.mpii", ("train_2d",), "http://human-pose.mpi-inf.mpg.de/"),
     "coco": DatasetInfo("posejax.data.coco", ("train_2d",), "https://cocodataset.org/"),
     "own_multiview": DatasetInfo("posejax.data.manifest", ("train_multiview",),
@@ -122,3 +132,92 @@ def prepared_builder(builder, name: str):
         f"{builder.data_dir_root!r}. Prepare it with: python -m experiments.prepare_data "
         f"--dataset={name} --manual_dir=... --data_dir={builder.data_dir_root} (same options)")
   return builder
+
+
+JPEG_QUALITY = 95
+
+
+def encode_jpegs(images) -> tuple[np.ndarray, np.ndarray]:
+  """Images [V, H, W, 3] uint8 as (concatenated JPEG bytes [N] uint8, end offsets [V] int64)."""
+  encoded = []
+  for image in images:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="JPEG",
+                                                      quality=JPEG_QUALITY)
+    encoded.append(np.frombuffer(buffer.getvalue(), np.uint8))
+  return np.concatenate(encoded), np.cumsum([len(e) for e in encoded]).astype(np.int64)
+
+
+def decode_jpegs(data, ends) -> np.ndarray:
+  """Inverse of `encode_jpegs`: [V, H, W, 3] uint8."""
+  data = np.asarray(data, np.uint8).tobytes()
+  starts = np.concatenate([[0], ends[:-1]])
+  return np.stack([np.asarray(Image.open(io.BytesIO(data[a:b])).convert("RGB"))
+                   for a, b in zip(starts, ends)])
+
+
+def multiview_features(num_joints: int, **extra):
+  """The TFDS features of a multi-view record (V views, any V): JPEG crops, crop cameras,
+  2D joints and mask, camera-frame 3D joints (mm), view_mask, plus `extra` features."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  tensor = tfds.features.Tensor
+  return tfds.features.FeaturesDict({
+      "jpeg": tensor(shape=(None,), dtype=np.uint8),
+      "jpeg_ends": tensor(shape=(None,), dtype=np.int64),
+      "camera": tensor(shape=(None, 3, 3), dtype=np.float32),
+      "joints_2d": tensor(shape=(None, num_joints, 2), dtype=np.float32),
+      "joints_2d_mask": tensor(shape=(None, num_joints), dtype=np.bool_),
+      "joints_3d": tensor(shape=(None, num_joints, 3), dtype=np.float32),
+      "view_mask": tensor(shape=(None,), dtype=np.bool_),
+      **extra,
+  })
+
+
+_VIEW_KEYS = ("camera", "joints_2d", "joints_2d_mask", "joints_3d", "view_mask")
+
+
+def multiview_record(views: list[dict], **extra) -> dict:
+  """A record of `multiview_features` from per-view dicts (image [S, S, 3], camera, joints_2d,
+  joints_2d_mask, joints_3d); every view is present (view_mask True)."""
+  jpeg, ends = encode_jpegs([v["image"] for v in views])
+  record = {k: np.stack([v[k] for v in views]) for k in _VIEW_KEYS if k != "view_mask"}
+  return dict(record, jpeg=jpeg, jpeg_ends=ends, view_mask=np.ones(len(views), bool), **extra)
+
+
+def multiview_sample(record: dict) -> dict:
+  """A stored multi-view record as a sample: the DESIGN.md keys with a view axis (has_3d [V]
+  True where the view is present) plus the record's other fields."""
+  sample = {k: v.decode() if isinstance(v, bytes) else np.asarray(v)  # text features: str
+            for k, v in record.items() if k not in ("jpeg", "jpeg_ends")}
+  sample["image"] = decode_jpegs(record["jpeg"], np.asarray(record["jpeg_ends"]))
+  sample["has_3d"] = sample["view_mask"].copy()
+  return sample
+
+
+def single_view_sample(sample: dict, view: int) -> dict:
+  """View `view` of a multi-view sample as a single-image ("train_2d") sample."""
+  keys = ("image", "camera", "joints_2d", "joints_2d_mask", "joints_3d", "has_3d")
+  return {k: sample[k][view] for k in keys}
+
+
+def multiview_source(builder, splits: dict[str, str]) -> Source:
+  """The Source of a prepared multi-view dataset: {stream: split}; index i of a stream reads
+  record i of its split (wrapping around); the stream "train_2d" reads single views: index i is
+  view i mod V of record i // V of its split."""
+  records = {stream: builder.as_data_source(split=split) for stream, split in splits.items()}
+  train_2d = records.get("train_2d", ())
+  num_views = len(train_2d[0]["view_mask"]) if len(train_2d) else 0
+
+  def source(stream: str, index: int) -> dict:
+    if stream not in records:
+      raise KeyError(f"{builder.name} has no stream {stream!r}; streams: {sorted(records)}")
+    data = records[stream]
+    if not len(data):
+      raise ValueError(f"{builder.name}: the split {splits[stream]!r} of stream {stream!r} is "
+                       "empty")
+    if stream != "train_2d":
+      return multiview_sample(data[index % len(data)])
+    sample = multiview_sample(data[(index // num_views) % len(data)])
+    return single_view_sample(sample, index % num_views)
+
+  return source
