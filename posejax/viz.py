@@ -1,9 +1,10 @@
-"""Pictures a person would rather look at than read: skeletons drawn on crops, contact sheets."""
+"""Pictures a person would rather look at than read: skeletons drawn on crops and images,
+3D poses from the front and the side, contact sheets."""
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from posejax.skeleton import H36M, Skeleton
 
@@ -50,3 +51,157 @@ def contact_sheet(rows: list[list[Image.Image]], gap: int = 4,
     for c, picture in enumerate(row):
       sheet.paste(picture, (gap + c * (width + gap), gap + r * (height + gap)))
   return sheet
+
+
+GRID, AXES, TEXT, INVALID = (52, 52, 52), (96, 96, 96), (200, 200, 200), (255, 80, 80)
+
+
+def _nice_step(length: float) -> float:
+  """The smallest 1, 2, 2.5 or 5 x 10^k that is at least `length` (> 0)."""
+  power = 10.0 ** np.floor(np.log10(length))
+  return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= length * (1 - 1e-9))
+
+
+def _font(size: int):
+  return ImageFont.load_default(size=max(8, size // 22))
+
+
+def _checked_pose(pose_3d, skeleton: Skeleton) -> np.ndarray:
+  pose = np.asarray(pose_3d, np.float64)
+  if pose.shape != (skeleton.num_joints, 3):
+    raise ValueError(f"pose_3d must be [{skeleton.num_joints}, 3], got shape {pose.shape}")
+  if not np.isfinite(pose).all():
+    raise ValueError(f"pose_3d has non-finite values: {pose.tolist()}")
+  return pose
+
+
+def draw_pose_3d(pose_3d, skeleton: Skeleton = H36M, *, yaw_degrees: float = 0.0,
+                 half_extent_mm: float = 1000.0, size: int = 256, joint_mask=None,
+                 title: str = "", title_colour=TEXT) -> Image.Image:
+  """One orthographic view of a 3D pose, root at the centre, on a millimetre grid.
+
+  The pose is turned by `yaw_degrees` about the camera's y axis (image down) and seen along
+  the turned z axis: 0 is the camera's own view (x right, y down), 90 a side view from the
+  camera's right with depth z to the right. Bones are drawn far to near so that near limbs
+  cover far ones; left limbs blue, right red, as in `draw_skeleton`.
+
+  Args:
+    pose_3d: [J, 3] camera-frame pose (mm).
+    skeleton: joint names (for the side colours) and bones.
+    yaw_degrees: turn about the y axis.
+    half_extent_mm: the distance from the centre to the picture's edge.
+    size: side of the square picture, pixels.
+    joint_mask: [J] bool; False joints are drawn hollow and their bones thin.
+    title: written in the top-left corner.
+
+  Returns:
+    [size, size] RGB picture; the grid spacing (mm) is written in the bottom-left corner.
+
+  Raises:
+    ValueError: the pose is not [J, 3] for the skeleton's J or not finite, or the extent is
+      not positive.
+  """
+  pose = _checked_pose(pose_3d, skeleton)
+  if not half_extent_mm > 0:
+    raise ValueError(f"half_extent_mm must be positive, got {half_extent_mm}")
+  yaw = np.deg2rad(yaw_degrees)
+  turn = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
+  turned = (pose - pose[skeleton.root]) @ turn.T
+  pixels_per_mm = size / (2 * half_extent_mm)
+  centre = (size - 1) / 2
+  points = centre + turned[:, :2] * pixels_per_mm
+
+  picture = Image.new("RGB", (size, size), (24, 24, 24))
+  draw = ImageDraw.Draw(picture)
+  # Grid lines through the root every `step` mm, about 4 to 10 across the picture.
+  step = _nice_step(half_extent_mm / 4)
+  ticks = np.arange(-np.floor(half_extent_mm / step), np.floor(half_extent_mm / step) + 1)
+  for tick in ticks:
+    offset = centre + tick * step * pixels_per_mm
+    colour = AXES if tick == 0 else GRID
+    draw.line([(offset, 0), (offset, size)], fill=colour)
+    draw.line([(0, offset), (size, offset)], fill=colour)
+
+  visible = (np.ones(len(points), bool) if joint_mask is None
+             else np.asarray(joint_mask, bool))
+  width = max(2, size // 100)
+  depth = turned[:, 2]
+  for child, parent in sorted(skeleton.bones, key=lambda b: -(depth[b[0]] + depth[b[1]])):
+    draw.line([tuple(points[parent]), tuple(points[child])], fill=_side_colour(skeleton, child),
+              width=width if visible[child] and visible[parent] else 1)
+  radius = max(2.0, size / 110)
+  for j in np.argsort(-depth, kind="stable"):
+    x, y = points[j]
+    box = [x - radius, y - radius, x + radius, y + radius]
+    if visible[j]:
+      draw.ellipse(box, fill=_side_colour(skeleton, j))
+    else:
+      draw.ellipse(box, outline=_side_colour(skeleton, j))
+
+  font = _font(size)
+  margin = max(2, size // 64)
+  draw.text((margin, margin), title, fill=title_colour, font=font)
+  draw.text((margin, size - margin), f"grid {step:g} mm", fill=TEXT, font=font, anchor="ld")
+  return picture
+
+
+def pose_3d_views(pose_3d, skeleton: Skeleton = H36M, *, size: int = 256, joint_mask=None,
+                  valid: bool = True) -> list[Image.Image]:
+  """The pose from the front (as the camera sees it) and from the side, at one scale.
+
+  Args:
+    pose_3d: [J, 3] camera-frame pose (mm).
+    joint_mask: [J] bool, joints to draw hollow where False.
+    valid: False marks the titles (in red) as an invalid reconstruction.
+
+  Returns:
+    [front, side], each [size, size] RGB; both fit the whole pose with a 15 % margin.
+  """
+  pose = _checked_pose(pose_3d, skeleton)
+  relative = pose - pose[skeleton.root]
+  # Both views share one scale; the side view's horizontal axis is the depth.
+  half_extent = max(1.15 * float(np.abs(relative).max(initial=0.0)), 10.0)
+  note = "" if valid else " (invalid)"
+  colour = TEXT if valid else INVALID
+  return [draw_pose_3d(pose, skeleton, yaw_degrees=yaw, half_extent_mm=half_extent, size=size,
+                       joint_mask=joint_mask, title=title + note, title_colour=colour)
+          for yaw, title in ((0.0, "front: x right, y down"),
+                             (90.0, "side: depth z right, y down"))]
+
+
+def letterbox(image, size: int) -> tuple[np.ndarray, np.ndarray]:
+  """An image scaled to fit a [size, size] square (centred, black bars) and the [3, 3] pixel
+  map from the image to the square (pixel centres at integers), to carry points along."""
+  picture = Image.fromarray(np.asarray(image, np.uint8))
+  zoom = size / max(picture.size)
+  width, height = max(1, round(picture.width * zoom)), max(1, round(picture.height * zoom))
+  left, top = (size - width) // 2, (size - height) // 2
+  square = Image.new("RGB", (size, size))
+  square.paste(picture.convert("RGB").resize((width, height), Image.BILINEAR), (left, top))
+  zoom_x, zoom_y = width / picture.width, height / picture.height
+  matrix = np.array([[zoom_x, 0, (zoom_x - 1) / 2 + left], [0, zoom_y, (zoom_y - 1) / 2 + top],
+                     [0, 0, 1]])
+  return np.asarray(square), matrix
+
+
+def prediction_picture(image, joints_2d, pose_3d_mm, *, joint_mask=None, valid: bool = True,
+                       skeleton: Skeleton = H36M, size: int = 256) -> Image.Image:
+  """One prediction at a glance: the 2D skeleton on the whole image beside the 3D pose seen
+  from the front and from the side (`pose_3d_views`).
+
+  Args:
+    image: [H, W, 3] uint8, the whole image.
+    joints_2d: [J, 2] joints in that image's pixels.
+    pose_3d_mm: [J, 3] camera-frame pose (mm).
+    joint_mask: [J] bool, joints drawn hollow where False (e.g. low confidence).
+    valid: whether the 3D reconstruction is valid (marked in red otherwise).
+    size: side of each of the three square panels.
+
+  Returns:
+    RGB picture of 3 * (size + 4) + 4 by size + 8 pixels.
+  """
+  square, matrix = letterbox(image, size)
+  points = np.asarray(joints_2d, np.float64) @ matrix[:2, :2].T + matrix[:2, 2]
+  overlay = draw_skeleton(square, points, joint_mask, skeleton)
+  return contact_sheet([[overlay, *pose_3d_views(pose_3d_mm, skeleton, size=size,
+                                                   joint_mask=joint_mask, valid=valid)]])
