@@ -58,6 +58,9 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     "h36m": DatasetInfo("posejax.data.h36m", ("train_multiview", "train_2d", "test"),
                         "http://vision.imar.ro/human3.6m/"),
+    "mpi_inf_3dhp": DatasetInfo("posejax.data.mpi_inf_3dhp",
+                                ("train_multiview", "train_2d", "test"),
+                                "https://vcai.mpi-inf.mpg.de/3dhp-dataset/"),
     "mpii": DatasetInfo("posejax.data.mpii", ("train_2d",), "http://human-pose.mpi-inf.mpg.de/"),
     "coco": DatasetInfo("posejax.data.coco", ("train_2d",), "https://cocodataset.org/"),
     "own_multiview": DatasetInfo("posejax.data.manifest", ("train_multiview",),
