@@ -51,7 +51,8 @@ def main():
     sparse = range(0, FRAMES, EVERY)
     every = seconds(lambda: sum(1 for _ in video.iter_frames(path, range(FRAMES))))
     print(f"PyAV: every frame {FRAMES / every:.0f} frames/s")
-    print(f"PyAV: every {EVERY}th frame, seeking: {seconds(lambda: video.read_frames(path, sparse)):.2f} s")
+    print(f"PyAV: every {EVERY}th frame, seeking: "
+          f"{seconds(lambda: video.read_frames(path, sparse)):.2f} s")
     gap, video.SEEK_GAP = video.SEEK_GAP, 10**9
     print(f"PyAV: every {EVERY}th frame, decoding all: "
           f"{seconds(lambda: video.read_frames(path, sparse)):.2f} s")

@@ -97,7 +97,8 @@ def write_mat_v73(path, arrays: dict) -> None:
     for name, value in arrays.items():
       data = f.create_dataset(name, data=np.asarray(value, np.float64))  # already h5py order
       data.attrs["MATLAB_class"] = np.bytes_("double")
-  header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2018 HDF5 schema 1.00 ."
+  header = (b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2018 "
+            b"HDF5 schema 1.00 .")
   with open(path, "r+b") as f:
     f.write(header.ljust(116) + b"\0" * 8 + b"\x00\x02IM")
 

@@ -18,9 +18,10 @@ Conventions:
   extrinsics are not needed: the poses are in each camera's frame already, and training never
   uses extrinsics (METHOD.md section 4).
 - Crops: the square box around the projected joints (side = margin x their extent). The
-  videos are distorted (16.6 px at (x/z, y/z) = (0.40, -0.21) for camera 54138969); with `undistort` (default) the
-  crop is resampled so that it is the ideal pinhole image of the crop camera K, so K, the 2D
-  joints (the exact projection of the 3D joints with K) and the pixels agree.
+  videos are distorted (camera 54138969 moves a point at (x/z, y/z) = (0.40, -0.21) by
+  16.6 px); with `undistort` (default) the crop is resampled so that it is the ideal pinhole
+  image of the crop camera K, so K, the 2D joints (the exact projection of the 3D joints with
+  K) and the pixels agree.
 - Frames: 50 fps videos; a sequence has min(CDF frames, video frames) frames over its four
   cameras (some CDFs are a few frames shorter than their videos), sampled every `train_every`
   (training) or `test_every` (evaluation: 64, the usual protocol) frames from frame 0.
