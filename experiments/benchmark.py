@@ -10,6 +10,11 @@ Sections (run in this order, each prints rows of one table):
   model:    PoseNet forward (eval mode) and forward+backward (train mode, gradient of a loss on
             every output) in images/s, compile times, XLA's FLOP count per image and, on a GPU,
             the achieved fraction of the device's peak FLOP/s. On the first device only.
+  train:    the full train step (on-device augmentation, network, objective, Adam update) of
+            the synthetic config per mode, jitted over a mesh of 1 and of all devices: compile
+            time and images/s, beside the input pipeline's images/s for the same batch
+            (rendered on the fly and, with --train_data_dir, from a prepared data dir). Each
+            device count runs in a fresh process (fake CPU devices are fixed at JAX's start).
 
 Timings are wall-clock medians over `--repeats` runs after compilation; compile time is
 lowering + XLA compilation. Record results in BUILD_NOTES.md with the machine they ran on.
@@ -18,8 +23,11 @@ lowering + XLA compilation. Record results in BUILD_NOTES.md with the machine th
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from typing import Callable
@@ -31,11 +39,14 @@ from absl import app, flags, logging
 
 from flax import nnx
 
+from experiments.configs import synthetic as synthetic_config
 from posejax import geometry, losses, models
 from posejax.data import pipeline, synthetic
 from posejax.skeleton import H36M
+from posejax.train import optimizer as optim
+from posejax.train import step as step_lib
 
-_SECTIONS = flags.DEFINE_list("sections", ["accuracy", "geometry", "data", "model"],
+_SECTIONS = flags.DEFINE_list("sections", ["accuracy", "geometry", "data", "model", "train"],
                               "Which benchmark sections to run.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed runs per measurement (median reported).")
 _SIZES = flags.DEFINE_list("geometry_samples", ["32", "3200"],
@@ -44,6 +55,21 @@ _MODELS = flags.DEFINE_list(
     "models", ["hrnet_w32:256:4:float32", "hrnet_w32:256:4:bfloat16", "hrnet_w8_small:128:32:float32"],
     "Model section cases as name:image_size:batch:compute_dtype.")
 _DATA_WORKERS = flags.DEFINE_integer("data_workers", 2, "Rendering threads in the data section.")
+_TRAIN_CONFIGS = flags.DEFINE_list(
+    "train_configs", ["ws:hrnet_w8_small:128:32:8", "fs:hrnet_w8_small:128:32:8",
+                      "2d:hrnet_w8_small:128:32:0"],
+    "Train section cases as mode:model:image_size:labeled:multiview (experiments/configs/"
+    "synthetic.py with these fields changed; 4 views per multi-view sample).")
+_TRAIN_DEVICES = flags.DEFINE_list(
+    "train_devices", ["1", "all"], "Device counts of the train section; 'all': every "
+    "accelerator, or on a CPU one fake device per core.")
+_TRAIN_DATA_DIR = flags.DEFINE_string(
+    "train_data_dir", None, "A data dir prepared for experiments/configs/synthetic.py "
+    "(python -m experiments.prepare_data --config=experiments/configs/synthetic.py "
+    "--data_dir=DIR): the train section also measures the pipeline reading it.")
+_TRAIN_WORKER = flags.DEFINE_integer(
+    "train_worker", None, "Internal: run the train cases on this many devices in this process "
+    "and print their rows as JSON (the train section starts one such process per count).")
 _JSON = flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
 
 NUM_VIEWS = 4
@@ -323,11 +349,141 @@ def model_section(cases, repeats: int) -> list[dict]:
   return rows
 
 
+# ------------------------------------------------------------------------------------- train
+
+
+def train_config(case: str):
+  """"mode:model:image_size:labeled:multiview" -> the synthetic config with those fields."""
+  try:
+    mode, name, image_size, labeled, multiview = case.split(":")
+    image_size, labeled, multiview = int(image_size), int(labeled), int(multiview)
+  except ValueError:
+    raise ValueError(f"Train case {case!r} is not mode:model:image_size:labeled:multiview, "
+                     "e.g. ws:hrnet_w8_small:128:32:8") from None
+  config = synthetic_config.get_config(mode)
+  config.model.name = name
+  config.data.image_size = image_size
+  config.batch.update(labeled=labeled, multiview=multiview if mode != "2d" else 0,
+                      num_views=NUM_VIEWS)
+  return config
+
+
+def _case_name(config) -> str:
+  batch = config.batch
+  views = f"+{batch.multiview}x{batch.num_views}" if batch.multiview else ""
+  return (f"{config.mode} {config.model.name} {config.data.image_size}px "
+          f"{batch.labeled}{views}")
+
+
+def _images_per_step(config) -> int:
+  return config.batch.labeled + config.batch.multiview * config.batch.num_views
+
+
+def train_case(config, devices, repeats: int) -> dict:
+  """Compile time and steady-state images/s of the config's jitted train step on `devices`."""
+  model = models.create_model(config.model.name, dtype=jnp.dtype(config.model.dtype),
+                              rngs=nnx.Rngs(config.seed))
+  tx = optim.make_optimizer(config.optim.learning_rate, tuple(config.optim.decay_steps),
+                            config.optim.decay_factor)
+  graphdef, state = step_lib.create_train_state(model, tx)
+  objective = step_lib.Objective(mode=config.mode, **config.objective)
+  mesh = step_lib.make_mesh(devices)
+  step = step_lib.jit_train_step(step_lib.make_train_step(graphdef, tx, objective), mesh)
+  spec = pipeline.BatchSpec(mode=config.mode, **config.batch)
+  source = pipeline.synthetic_source(synthetic.config_from(config.data))
+  batch = step_lib.shard_batch(pipeline.make_batch(source, spec, step=0), mesh)
+  state = jax.device_put(state, step_lib.shardings(mesh)[0])
+  start = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_seconds = time.perf_counter() - start
+  state, _ = jax.block_until_ready(compiled(state, batch))  # warm-up
+  times = []
+  for _ in range(repeats):  # the state is donated: each step consumes the previous one
+    start = time.perf_counter()
+    state, _ = jax.block_until_ready(compiled(state, batch))
+    times.append(time.perf_counter() - start)
+  seconds = statistics.median(times)
+  return dict(section="train", case=_case_name(config), devices=len(devices),
+              device=devices[0].device_kind, compile_s=compile_seconds, step_ms=seconds * 1e3,
+              train_img_s=_images_per_step(config) / seconds)
+
+
+def pipeline_rate(source, config, workers: int, num_batches: int) -> float:
+  """Images/s of `pipeline.batches` assembling the config's batches from `source`."""
+  spec = pipeline.BatchSpec(mode=config.mode, **config.batch)
+  iterator = pipeline.batches(source, spec, workers=workers, prefetch=2)
+  try:
+    next(iterator)  # thread start-up, motion clips, file handles
+    start = time.perf_counter()
+    for _ in range(num_batches):
+      next(iterator)
+    return num_batches * _images_per_step(config) / (time.perf_counter() - start)
+  finally:
+    iterator.close()
+
+
+def _device_counts(requested) -> list[int]:
+  available = os.cpu_count() if jax.default_backend() == "cpu" else jax.device_count()
+  counts = [available if count == "all" else int(count) for count in requested]
+  return sorted(set(counts))
+
+
+def _worker_rows(count: int, cases, repeats: int) -> list[dict]:
+  """The train cases on `count` fake CPU devices, measured in a fresh process."""
+  flags_ = [f for f in os.environ.get("XLA_FLAGS", "").split()
+            if not f.startswith("--xla_force_host_platform_device_count")]
+  env = dict(os.environ, XLA_FLAGS=" ".join(
+      flags_ + [f"--xla_force_host_platform_device_count={count}"]))
+  command = [sys.executable, "-m", "experiments.benchmark", f"--train_worker={count}",
+             f"--train_configs={','.join(cases)}", f"--repeats={repeats}"]
+  result = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if result.returncode:
+    raise RuntimeError(f"Train benchmark on {count} devices failed ({' '.join(command)}):\n"
+                       f"{result.stderr[-3000:]}")
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def train_worker(count: int, cases, repeats: int) -> list[dict]:
+  devices = jax.devices()
+  if len(devices) < count:
+    raise ValueError(f"{count} devices requested, {len(devices)} available")
+  rows = []
+  for case in cases:
+    print(f"  measuring {case} on {count} devices ...", file=sys.stderr, flush=True)
+    rows.append(train_case(train_config(case), devices[:count], repeats))
+  return rows
+
+
+def train_section(cases, device_counts, repeats: int, workers: int,
+                  data_dir: str | None) -> list[dict]:
+  configs = [train_config(case) for case in cases]  # a bad case fails before anything runs
+  # Accelerators: subsets of this process's devices. CPU: the fake device count is fixed when
+  # JAX starts, so one process per count.
+  run = _worker_rows if jax.default_backend() == "cpu" else train_worker
+  rows = [row for count in _device_counts(device_counts) for row in run(count, cases, repeats)]
+  rates = {}
+  for config in configs:
+    name = _case_name(config)
+    data = synthetic.config_from(config.data)
+    rates[name] = dict(rendered_img_s=pipeline_rate(pipeline.synthetic_source(data), config,
+                                                    workers, num_batches=2))
+    if data_dir:
+      from posejax.data import synthetic_tfds  # pylint: disable=import-outside-toplevel
+      source = synthetic_tfds.prepared_source(data, dict(config.data.sizes),
+                                              os.path.expanduser(data_dir))
+      rates[name]["prepared_img_s"] = pipeline_rate(source, config, workers, num_batches=10)
+  return [dict(row, **rates[row["case"]]) for row in rows]
+
+
 SECTIONS = {
     "data": lambda: data_section(_DATA_WORKERS.value, _REPEATS.value),
     "model": lambda: model_section(_MODELS.value, min(_REPEATS.value, 5)),
     "accuracy": lambda: accuracy_section(max(int(s) for s in _SIZES.value)),
     "geometry": lambda: geometry_section(_REPEATS.value, [int(s) for s in _SIZES.value]),
+    "train": lambda: train_section(_TRAIN_CONFIGS.value, _TRAIN_DEVICES.value,
+                                   min(_REPEATS.value, 5), _DATA_WORKERS.value,
+                                   _TRAIN_DATA_DIR.value),
 }
 
 
@@ -350,6 +506,9 @@ def _format(value) -> str:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # keep the tables readable (TFDS logs every shard)
+  if _TRAIN_WORKER.value is not None:
+    print(json.dumps(train_worker(_TRAIN_WORKER.value, _TRAIN_CONFIGS.value, _REPEATS.value)))
+    return
   unknown = set(_SECTIONS.value) - set(SECTIONS)
   if unknown:
     raise app.UsageError(f"Unknown sections {sorted(unknown)}; choose from {sorted(SECTIONS)}")

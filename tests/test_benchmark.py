@@ -1,10 +1,15 @@
-"""experiments.benchmark: the NumPy reference agrees with the JAX path (value and gradient)."""
+"""experiments.benchmark: the NumPy reference agrees with the JAX path (value and gradient);
+every section measures what it says."""
+
+import os
 
 import jax
 import numpy as np
+import pytest
 
 from experiments import benchmark
 from posejax import geometry, losses
+from posejax.data import pipeline, synthetic
 
 
 def test_numpy_reference_matches_jax_loss_and_gradient():
@@ -41,3 +46,23 @@ def test_peak_flops_lookup():
   assert benchmark.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
   assert benchmark.peak_flops("NVIDIA H200", "float32") == 494e12
   assert benchmark.peak_flops("cpu", "float32") is None
+
+
+def test_train_case_times_the_sharded_step_and_the_pipeline_feeds_the_same_batch():
+  config = benchmark.train_config("ws:hrnet_w8_small:32:2:2")
+  config.data.update(motion="procedural", occluder_probability=0.0)
+  row = benchmark.train_case(config, jax.devices()[:2], repeats=1)
+  assert (row["case"], row["devices"], row["device"]) == ("ws hrnet_w8_small 32px 2+2x4", 2, "cpu")
+  assert row["compile_s"] > 0
+  assert row["train_img_s"] == pytest.approx(10 / (row["step_ms"] / 1e3))  # 2 + 2 x 4 images
+  source = pipeline.synthetic_source(synthetic.config_from(config.data))
+  assert benchmark.pipeline_rate(source, config, workers=0, num_batches=1) > 0
+
+
+def test_train_cases_parse_and_refuse_malformed_ones():
+  config = benchmark.train_config("2d:hrnet_w32:256:4:8")
+  assert (config.mode, config.model.name, config.data.image_size) == ("2d", "hrnet_w32", 256)
+  assert (config.batch.labeled, config.batch.multiview) == (4, 0)  # 2d has no multi-view stream
+  with pytest.raises(ValueError, match="'ws:hrnet_w8_small:128' is not mode:model"):
+    benchmark.train_config("ws:hrnet_w8_small:128")
+  assert benchmark._device_counts(["1", "all", "2"]) == sorted({1, 2, os.cpu_count()})
