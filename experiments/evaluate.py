@@ -1,8 +1,9 @@
-"""Evaluate a trained workdir: `python -m experiments.evaluate --config=CONFIG.py --workdir=DIR`.
+"""Evaluate a trained workdir: `python -m experiments.evaluate --workdir=DIR [--checkpoint=best]`.
 
 MPJPE, N-MPJPE, PA-MPJPE (mm, poses scaled from the mean bone lengths), 3D PCK@150 and AUC on
-the held-out test stream; a line on the console and eval.json in the workdir. The config must
-be the one the workdir was trained with (`--config.eval.samples=N` sets how many samples).
+the held-out test stream, per action where the dataset has actions: a table on the console and
+eval_latest.json / eval_best.json in the workdir. The workdir's own config.json is used unless
+--config is given (e.g. to change `--config.eval.samples=N`).
 """
 
 from __future__ import annotations
@@ -10,18 +11,23 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
-from posejax.train.loop import evaluate_workdir
+from posejax.train.loop import evaluate_workdir, load_config, quiet_library_logs
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Configuration file.")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Configuration file (default: the "
+                                          "workdir's config.json).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"],
+                                "The latest checkpoint, or the best by validation MPJPE.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None or _WORKDIR.value is None:
-    raise app.UsageError("--config and --workdir are required")
-  evaluate_workdir(_CONFIG.value, _WORKDIR.value)
+  quiet_library_logs()
+  if _WORKDIR.value is None:
+    raise app.UsageError("--workdir is required")
+  config = _CONFIG.value if _CONFIG.value is not None else load_config(_WORKDIR.value)
+  evaluate_workdir(config, _WORKDIR.value, _CHECKPOINT.value)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from posejax.train.loop import train_and_evaluate
+from posejax.train.loop import quiet_library_logs, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Configuration file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and results go here.")
@@ -35,6 +35,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet_library_logs()
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError("--config and --workdir are required, e.g. "
                          "--config=experiments/configs/synthetic.py:ws --workdir=/tmp/ws")

@@ -62,3 +62,22 @@ def test_combine_routes_each_stream():
   with pytest.raises(KeyError, match="No source for stream 'train_multiview'; streams: "
                                      r"\['test', 'train_2d'\]"):
     source("train_multiview", 0)
+
+
+ACTIONS = ("Walking", "Sitting")
+
+
+def test_streams_source_maps_streams_names_actions_and_knows_sizes(registered, monkeypatch):
+  def sized_source(data_dir, **options):
+    source = lambda stream, index: {"stream": stream, "index": index,  # noqa: E731
+                                    "action": index % 2, **options}
+    source.sizes = {"test": 7}
+    return source
+
+  monkeypatch.setitem(globals(), "prepared_source", sized_source)  # this module is "fake"
+  source = datasets.streams_source({"validation": "fake:test", "test": "fake"}, "~/data",
+                                   {"fake": {"image_size": 8}})
+  assert source("validation", 3) == {"stream": "test", "index": 3, "action": "Sitting",
+                                     "image_size": 8}
+  assert source("test", 4)["action"] == "Walking"
+  assert source.sizes == {"validation": 7, "test": 7}

@@ -1,14 +1,18 @@
 """posejax.train.loop: resume gives identical parameters, stage 2 from stage 1, clear failures."""
 
+import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
 from experiments.configs import synthetic as synthetic_config
 from posejax.train import loop
@@ -20,7 +24,7 @@ def tiny_config(mode, steps, **train):
                      occluder_probability=0.0)
   config.batch.update(labeled=8, multiview=8, num_views=2)
   config.train.update(steps=steps, log_every=1, checkpoint_every=2, **train)
-  config.eval.samples = 1
+  config.eval.update(samples=1, validation_samples=1)
   return config
 
 
@@ -79,6 +83,47 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path):
       path.write_bytes(b"garbage")
   with pytest.raises(RuntimeError, match="Cannot restore checkpoint 2"):
     loop.train_and_evaluate(tiny_config("2d", 4), str(tmp_path))
+
+
+def test_stage_one_then_weak_supervision_in_one_run_keeps_the_best_and_writes_tensorboard(
+    tmp_path, capsys):
+  config = tiny_config("ws", 3, stage1_steps=2, validate_every=1)
+  loop.train_and_evaluate(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "step 0: training mode '2d', 8 images per step" in out
+  assert "step 2: training mode 'ws', 24 images per step" in out
+  validation = {int(step): float(mm) for step, mm in
+                re.findall(r"step (\d+): validation MPJPE ([\d.]+) mm", out)}
+  assert sorted(validation) == [1, 2, 3]
+  best = ocp.CheckpointManager(os.path.abspath(tmp_path / "best"))
+  assert best.all_steps() == [min(validation, key=validation.get)]
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  results = loop.evaluate_workdir(loop.load_config(str(tmp_path)), str(tmp_path), "best")
+  assert json.loads((tmp_path / "eval_best.json").read_text())["step"] == best.all_steps()[0]
+  assert np.isfinite(results["mpjpe"])
+
+
+def test_evaluation_per_action_weights_views_like_the_whole(tmp_path):
+  config = tiny_config("2d", 1)
+  loop.train_and_evaluate(config, str(tmp_path))
+  model, _ = loop.restore_model(str(tmp_path))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  state = types.SimpleNamespace(params=params, rest=rest)
+  plain = loop._source(config)  # pylint: disable=protected-access
+
+  def with_actions(stream, index):
+    sample = dict(plain(stream, index))
+    sample["view_mask"] = np.array([True, index != 1])  # a masked view must not count
+    return dict(sample, action=b"jump" if index % 2 else b"walk")
+
+  config.eval.samples = 3
+  results = loop.evaluate(graphdef, state, config, source=with_actions)
+  assert results["views"] == 5
+  walk, jump = results["per_action"]["walk"], results["per_action"]["jump"]
+  np.testing.assert_allclose(results["mpjpe"], (4 * walk["mpjpe"] + jump["mpjpe"]) / 5,
+                             rtol=1e-6)
+  table = loop.format_results(results)
+  assert "walk" in table and "jump" in table and "mean of actions" in table
 
 
 def test_config_typo_names_the_field(tmp_path):

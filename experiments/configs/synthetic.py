@@ -29,7 +29,8 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
       occluder_probability=0.2,
       workers=2,  # rendering threads
       data_dir="",  # a prepared dataset (experiments.prepare_data) instead of rendering
-      sizes=dict(train_2d=20000, train_multiview=20000, test=2000),
+      in_memory=True,  # without data_dir: render each of `sizes` samples once, keep them
+      sizes=dict(train_2d=20000, train_multiview=20000, validation=200, test=2000),
   ))
   config.batch = config_dict.ConfigDict(dict(labeled=32, multiview=8, num_views=4))
   config.model = config_dict.ConfigDict(dict(name="hrnet_w8_small", dtype="float32"))
@@ -38,6 +39,11 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.objective = config_dict.ConfigDict(dict(heatmap_weight=1.0, psi=5.0, alpha=10.0,
                                                  beta=100.0, with_scale=False,
                                                  heatmap_sigma=2.0))
-  config.train = config_dict.ConfigDict(dict(steps=500, log_every=25, checkpoint_every=250))
-  config.eval = config_dict.ConfigDict(dict(samples=50))
+  config.train = config_dict.ConfigDict(dict(
+      steps=500,
+      stage1_steps=0,  # 2D warm-up (mode "2d") before the mode's objective, in the same run
+      log_every=25, checkpoint_every=250,
+      validate_every=250,  # validation MPJPE; the best checkpoint is kept in workdir/best
+  ))
+  config.eval = config_dict.ConfigDict(dict(samples=50, validation_samples=25))
   return config

@@ -108,6 +108,45 @@ def combine(sources: dict[str, Source]) -> Source:
   return combined
 
 
+def streams_source(streams: dict[str, str], data_dir: str,
+                   options: dict[str, dict] | None = None) -> Source:
+  """The Source of a training config: each pipeline stream read from a registered dataset.
+
+  Args:
+    streams: {pipeline stream: "dataset" or "dataset:its_stream"}, e.g. {"train_2d": "mpii",
+      "train_multiview": "h36m", "validation": "h36m:test", "test": "h36m"}.
+    data_dir: where the datasets were prepared.
+    options: {dataset: its options}, the same as when it was prepared.
+
+  Samples with an integer "action" get the action's name from the module's ACTIONS, so that
+  results are reported per named action.
+  """
+  options = options or {}
+  opened, sources, sizes = {}, {}, {}
+  for stream, spec in streams.items():
+    name, _, own_stream = spec.partition(":")
+    own_stream = own_stream or stream
+    if name not in opened:
+      opened[name] = source(name, data_dir, **options.get(name, {}))
+    sources[stream] = _reading(opened[name], own_stream,
+                               getattr(dataset_module(name), "ACTIONS", None))
+    if own_stream in getattr(opened[name], "sizes", {}):
+      sizes[stream] = opened[name].sizes[own_stream]
+  combined = combine(sources)
+  combined.sizes = sizes  # lets evaluation cover a whole held-out stream
+  return combined
+
+
+def _reading(dataset: Source, stream: str, actions) -> Source:
+  def read(_, index: int) -> dict:
+    sample = dataset(stream, index)
+    if actions is not None and "action" in sample:
+      sample = dict(sample, action=actions[int(np.asarray(sample["action"]).reshape(-1)[0])])
+    return sample
+
+  return read
+
+
 def prepare_builder(builder, manual_dir: str):
   """Runs `builder.download_and_prepare` on the files in `manual_dir`; returns the builder.
 
@@ -223,4 +262,6 @@ def multiview_source(builder, splits: dict[str, str]) -> Source:
     sample = multiview_sample(data[(index // num_views) % len(data)])
     return single_view_sample(sample, index % num_views)
 
+  # How many samples each held-out stream has, so that evaluation can cover all of them.
+  source.sizes = {stream: len(data) for stream, data in records.items() if stream != "train_2d"}
   return source

@@ -108,6 +108,21 @@ def synthetic_source(config: synthetic.SyntheticConfig) -> Source:
   return lambda stream, index: synthetic.sample(config, stream, index)
 
 
+def finite_source(source: Source, sizes: dict[str, int]) -> Source:
+  """A finite dataset of `sizes[stream]` samples per stream, kept in memory: index i reads
+  sample i mod size, produced once by `source`. For short CPU runs on the synthetic data,
+  where rendering every batch afresh would compete with training for the same cores."""
+  cache = {}
+
+  def cached(stream: str, index: int) -> dict:
+    key = (stream, index % sizes[stream])
+    if key not in cache:  # two threads may both render a sample: same bytes, no harm
+      cache[key] = source(*key)
+    return cache[key]
+
+  return cached
+
+
 def make_batch(source: Source, spec: BatchSpec, step: int, *, process_index: int = 0,
                process_count: int = 1, seed: int = 0,
                executor: concurrent.futures.Executor | None = None) -> dict:

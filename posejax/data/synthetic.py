@@ -13,7 +13,8 @@ bytes.
 Streams (see `sample`): "train_2d" single images with 2D labels ("in the wild": other
 backgrounds and poses), "train_multiview" V-view samples (their 3D ground truth is kept for the
 fully supervised baseline and evaluation; the batch pipeline removes it for weak supervision),
-and "test" multi-view samples of other motions, subjects and cameras with full 3D ground truth.
+and "test" multi-view samples of other motions, subjects and cameras with full 3D ground truth;
+"validation" is drawn like "test" from its own random stream (for choosing checkpoints).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from posejax.skeleton import H36M
 J = H36M.num_joints
 _INDEX = {name: i for i, name in enumerate(H36M.joint_names)}
 
-STREAMS = ("train_2d", "train_multiview", "test")
+STREAMS = ("train_2d", "train_multiview", "validation", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -427,21 +428,24 @@ def sample(config: SyntheticConfig, stream: str, index: int) -> dict[str, np.nda
 
   Returns for "train_2d": image [S, S, 3] uint8, camera [3, 3], joints_2d [17, 2],
   joints_2d_mask [17], joints_3d [17, 3] (camera frame; the pipeline decides who sees it).
-  For "train_multiview" and "test": the same keys with a leading view axis [V, ...], plus
-  view_mask [V], and the extrinsics world_to_camera_rotation [V, 3, 3] /
+  For "train_multiview", "validation" and "test": the same keys with a leading view axis
+  [V, ...], plus view_mask [V], and the extrinsics world_to_camera_rotation [V, 3, 3] /
   world_to_camera_translation [V, 3] and joints_world [17, 3] (for checks, never for training).
   """
   if stream not in STREAMS:
     raise ValueError(f"Unknown stream {stream!r}; choose from {STREAMS}")
   rng = _rng(config, stream, index)
-  split = "test" if stream == "test" else "train"
+  # Validation draws from the held-out distribution too (other motions, subjects, cameras),
+  # with its own random stream: choosing a checkpoint on it never looks at the test samples.
+  held_out = stream in ("validation", "test")
+  split = "test" if held_out else "train"
   subject = random_subject(rng)
   pose = place_subject(draw_pose(config, split, rng), subject, rng)
   in_the_wild = stream == "train_2d"
   scene = random_scene(rng, in_the_wild, config.occluder_probability)
   target = pose.mean(0)
   num_views = 1 if in_the_wild else config.num_views
-  cameras = random_cameras(rng, num_views, target, held_out=stream == "test")
+  cameras = random_cameras(rng, num_views, target, held_out=held_out)
   views = [render_view(pose, subject, scene, c, config.image_size, config.crop_margin, rng)
            for c in cameras]
   if in_the_wild:

@@ -103,7 +103,11 @@ def objective_terms(predictions: dict, batch: dict, objective: Objective, skelet
       terms["depth"] = losses.depth_loss(view(predictions["rel_depth"]), target, depth_mask)
     else:
       poses, confidence = view(predictions["pose_3d"]), view(predictions["confidence"])
-      present = view_mask & view(predictions["valid"])
+      # Poses in front of the camera count, including those whose discriminant is negative
+      # (reconstructed at the vertex, the scale bone as close to C as it gets): dropping them
+      # would let the network escape L_MC and L_B by making every reconstruction "invalid",
+      # which it learnt to do (BUILD_NOTES.md, issue 6).
+      present = view_mask & (view(predictions["root_depth"]) > 0)
       terms["multiview"] = losses.multiview_consistency_loss(
           poses, confidence, present, with_scale=objective.with_scale)
       terms["limb"] = losses.limb_length_loss(
