@@ -6,9 +6,11 @@ import optax
 import pytest
 from flax import nnx
 
+from posejax import geometry
 from posejax.data import pipeline, synthetic
 from posejax.models import create_model
 from posejax.train import optimizer as optim
+from posejax.skeleton import H36M
 from posejax.train import step as train_step_lib
 
 DATA = synthetic.SyntheticConfig(image_size=64, num_views=2, seed=1, motion="procedural",
@@ -116,3 +118,27 @@ def test_eight_devices_train_like_one(mode, optimizer, num_steps):
   else:  # a few sign flips of Adam's first update, each at most 2 lr
     assert np.mean(difference > 1e-5) < 1e-3
     assert difference.max() <= 2 * 2e-3 * 1.001
+
+
+@pytest.mark.parametrize("moves_2d", [True, False])
+def test_consistency_moves_the_2d_joints_only_when_allowed(moves_2d):
+  sample = synthetic.sample(synthetic.SyntheticConfig(image_size=64, num_views=2,
+                                                      motion="procedural"), "test", 0)
+  camera = jax.numpy.asarray(sample["camera"])
+  depth = geometry.relative_depth_target(sample["joints_3d"]) + 0.1  # an imperfect guess
+  objective = train_step_lib.Objective(mode="ws", consistency_moves_2d=moves_2d)
+  batch = {"multiview": {"camera": camera[None], "view_mask": np.ones((1, 2), bool)},
+           "image_size": 64}
+
+  def weak_terms(joints_2d, rel_depth):
+    pose, root_depth, valid = geometry.reconstruct(joints_2d, rel_depth, camera)
+    predictions = dict(heatmaps=jax.numpy.zeros((2, 16, 16, 17)), joints_2d=joints_2d,
+                       rel_depth=rel_depth, pose_3d=pose, root_depth=root_depth, valid=valid,
+                       confidence=jax.numpy.ones((2, 17)))
+    terms = train_step_lib.objective_terms(predictions, batch, objective, H36M, 0)
+    return train_step_lib.total_loss(terms, objective)
+
+  grad_2d, grad_depth = jax.grad(weak_terms, argnums=(0, 1))(
+      jax.numpy.asarray(sample["joints_2d"]), depth)
+  assert np.abs(grad_depth).max() > 0
+  assert (np.abs(grad_2d).max() > 0) == moves_2d

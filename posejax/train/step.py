@@ -46,6 +46,9 @@ class Objective:
   alpha: float = 10.0
   beta: float = 100.0
   with_scale: bool = False  # multi-view alignment: rigid (False) or similarity
+  # Whether L_MC and L_B may move the 2D joints (METHOD.md lets them). False: they train the
+  # depths only and the 2D joints learn from L_H alone (see BUILD_NOTES.md, issue 6).
+  consistency_moves_2d: bool = True
   heatmap_sigma: float = 2.0  # Gaussian targets, in heatmap cells
 
   def __post_init__(self):
@@ -103,6 +106,11 @@ def objective_terms(predictions: dict, batch: dict, objective: Objective, skelet
       terms["depth"] = losses.depth_loss(view(predictions["rel_depth"]), target, depth_mask)
     else:
       poses, confidence = view(predictions["pose_3d"]), view(predictions["confidence"])
+      if not objective.consistency_moves_2d:
+        cameras = batch["multiview"]["camera"]
+        poses, _, _ = geometry.reconstruct(
+            jax.lax.stop_gradient(view(predictions["joints_2d"])), view(predictions["rel_depth"]),
+            cameras, skeleton)
       # Poses in front of the camera count, including those whose discriminant is negative
       # (reconstructed at the vertex, the scale bone as close to C as it gets): dropping them
       # would let the network escape L_MC and L_B by making every reconstruction "invalid",
