@@ -24,9 +24,10 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from ml_collections import config_dict
 
-from posejax import geometry, metrics
+from posejax import metrics
 from posejax.data import pipeline, synthetic
-from posejax.models import apply, create_model
+from posejax.models import create_model
+from posejax.models.inference import predict_metric
 from posejax.skeleton import H36M
 from posejax.train import optimizer as optim
 from posejax.train import step as step_lib
@@ -329,15 +330,6 @@ def evaluate(graphdef, state, config, *, stream: str = "test", samples: int | No
   an "action", the same metrics per action go to results["per_action"]."""
   source = _source(config) if source is None else source
   model = nnx.merge(graphdef, nnx.merge_state(state.params, state.rest))
-  model.eval()
-  graph, model_state = nnx.split(model)
-
-  @jax.jit
-  def predict(model_state, images, cameras):
-    predictions, _ = apply(graph, model_state, images, cameras, train=False)
-    pose = predictions["pose_3d"]
-    return pose * geometry.estimate_scale(pose)[..., None, None], predictions["valid"]
-
   count = config.eval.samples if samples is None else samples
   size = getattr(source, "sizes", {}).get(stream)  # datasets know how many samples they hold
   if size is not None:
@@ -349,7 +341,8 @@ def evaluate(graphdef, state, config, *, stream: str = "test", samples: int | No
   for index in range(count):
     sample = source(stream, index)
     view_mask = sample.get("view_mask", np.ones(len(sample["image"]), bool))
-    pose, valid = jax.device_get(predict(model_state, sample["image"], sample["camera"]))
+    predictions = predict_metric(model, sample["image"], sample["camera"])
+    pose, valid = predictions["pose_3d_mm"], predictions["valid"]
     per_view.append(_metrics_of(pose[view_mask], sample["joints_3d"][view_mask]))
     actions += [_action_name(sample["action"])] * int(view_mask.sum()) if "action" in sample \
         else []
