@@ -25,10 +25,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(workdir, log, devices: int, distributed: tuple[int, int, int] | None = None):
+def _launch(workdir, log, devices: int, distributed: tuple[int, int, int] | None = None,
+            overrides=()):
   """`experiments.train` on `devices` fake CPU devices; distributed: (port, processes, id)."""
   command = [sys.executable, "-m", "experiments.train", f"--config={CONFIG}",
-             f"--workdir={workdir}"]
+             f"--workdir={workdir}", *overrides]
   if distributed:
     port, num_processes, process_id = distributed
     command += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
