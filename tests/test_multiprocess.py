@@ -83,19 +83,24 @@ def test_two_processes_train_like_one(tmp_path):
   assert "held-out test" in logs["process 0"].read_text()
 
   # The same 4 devices compute the same shards either way; only the cross-device sums run
-  # elsewhere (gloo between processes vs in-process), so the results differ by float noise.
-  # Measured: after step 1, parameters <= 2.6e-6 apart (1.2e-7 relative) and BatchNorm
-  # statistics 1.5e-10 relative; after step 2, 4.2e-6 and 1.2e-8 relative. Both processes
+  # elsewhere (gloo between processes vs in-process), so the results differ by float noise,
+  # which Adam amplifies for gradients near its epsilon (its update is about lr g / |g|).
+  # Measured, without and with augmentation (the latter once the pipeline seeds it per sample):
+  # after step 1, 0 and 1 of 323k parameters more than 1e-5 apart (max 2.6e-6 and 4.6e-5),
+  # parameters 1.2e-7 and 1.3e-6 relative, BatchNorm statistics 1.5e-10 and 1.7e-10; after
+  # step 2, parameters 4.2e-6 and 1.8e-6, statistics 1.2e-8 and 1.6e-7. Both processes
   # feeding the same half of the batch instead (or BatchNorm over one process's half) moves
-  # 25 % of the parameters by more than 1e-5 after step 1, up to 2 lr, and the statistics
-  # by 9e-5 relative: far outside these bounds.
+  # 25 % of the parameters by more than 1e-5 after step 1, and the statistics by 9e-5.
   lr = multiprocess_config.get_config().optim.learning_rate
-  bounds = {1: dict(max_params=0.02 * lr, params=1e-5, rest=1e-6),
-            2: dict(max_params=2 * lr, params=1e-4, rest=1e-6)}
+  single = _checkpoint(workdirs["1 process x 4 devices"], 1)
+  multi = _checkpoint(workdirs["2 processes x 2 devices"], 1)
+  difference = np.abs(multi["params"] - single["params"])
+  assert np.mean(difference > 1e-5) < 1e-4
+  assert difference.max() <= 2 * lr  # Adam's first update is at most lr per parameter
+  bounds = {1: dict(params=1e-5, rest=1e-6), 2: dict(params=1e-4, rest=1e-6)}
   for step, bound in bounds.items():
     single = _checkpoint(workdirs["1 process x 4 devices"], step)
     multi = _checkpoint(workdirs["2 processes x 2 devices"], step)
-    assert np.abs(multi["params"] - single["params"]).max() < bound["max_params"], step
     for key in ("params", "rest"):
       relative = np.linalg.norm(multi[key] - single[key]) / np.linalg.norm(single[key])
       assert relative < bound[key], (step, key, relative)
