@@ -30,7 +30,7 @@ def workdir(tmp_path_factory):
                      occluder_probability=0.0)
   config.batch.update(labeled=8)
   config.train.update(steps=1, log_every=1, checkpoint_every=1)
-  config.eval.samples = 1
+  config.eval.update(samples=1, validation_samples=1)
   path = tmp_path_factory.mktemp("workdir")
   loop.train_and_evaluate(config, str(path))
   return str(path)

@@ -23,7 +23,8 @@ def tiny_config(mode, steps, **train):
   config.data.update(image_size=64, num_views=2, motion="procedural", workers=0,
                      occluder_probability=0.0)
   config.batch.update(labeled=8, multiview=8, num_views=2)
-  config.train.update(steps=steps, log_every=1, checkpoint_every=2, **train)
+  config.train.update(**dict(dict(steps=steps, stage1_steps=0, log_every=1, checkpoint_every=2),
+                            **train))
   config.eval.update(samples=1, validation_samples=1)
   return config
 

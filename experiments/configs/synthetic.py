@@ -30,20 +30,21 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
       workers=2,  # rendering threads
       data_dir="",  # a prepared dataset (experiments.prepare_data) instead of rendering
       in_memory=True,  # without data_dir: render each of `sizes` samples once, keep them
-      sizes=dict(train_2d=20000, train_multiview=20000, validation=200, test=2000),
+      sizes=dict(train_2d=4000, train_multiview=1000, validation=200, test=2000),
   ))
   config.batch = config_dict.ConfigDict(dict(labeled=32, multiview=8, num_views=4))
   config.model = config_dict.ConfigDict(dict(name="hrnet_w8_small", dtype="float32"))
   config.optim = config_dict.ConfigDict(dict(learning_rate=5e-4, decay_steps=(50_000,),
                                              decay_factor=0.1))
-  config.objective = config_dict.ConfigDict(dict(heatmap_weight=1.0, psi=5.0, alpha=10.0,
-                                                 beta=100.0, with_scale=False,
-                                                 heatmap_sigma=2.0))
+  config.objective = config_dict.ConfigDict(dict(heatmap_weight=1.0, psi=5.0, alpha=0.1,
+                                                 beta=1.0, with_scale=False,
+                                                 heatmap_sigma=2.0,
+                                                 consistency_moves_2d=True))
   config.train = config_dict.ConfigDict(dict(
-      steps=500,
-      stage1_steps=0,  # 2D warm-up (mode "2d") before the mode's objective, in the same run
-      log_every=25, checkpoint_every=250,
-      validate_every=250,  # validation MPJPE; the best checkpoint is kept in workdir/best
+      steps=1200,
+      stage1_steps=600,  # 2D warm-up (mode "2d") before the mode's objective, in the same run
+      log_every=50, checkpoint_every=200,
+      validate_every=200,  # validation MPJPE; the best checkpoint is kept in workdir/best
   ))
   config.eval = config_dict.ConfigDict(dict(samples=50, validation_samples=25))
   return config

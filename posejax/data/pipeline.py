@@ -13,7 +13,8 @@ the jitted train step applies them with `augment.augment_batch` (on the device: 
 faster than warping on the host, BUILD_NOTES.md).
 
 Batches are a pure function of (config, step, process): the global batch of a step holds fixed
-sample indices, and process p of P takes its contiguous 1/P slice, so a run resumes exactly
+sample indices, each with its own view choice and augmentation (a function of the sample's
+index), and process p of P takes its contiguous 1/P slice, so a run resumes exactly
 from any step and the hosts of a pod read disjoint data without talking to each other.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import zlib
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -28,6 +30,7 @@ import numpy as np
 from posejax.data import augment, synthetic
 
 MODES = ("2d", "fs", "ws")
+_AUGMENTATION_SALT = 0x5A17
 _LABEL_KEYS = ("joints_2d", "joints_2d_mask")
 
 
@@ -127,7 +130,6 @@ def make_batch(source: Source, spec: BatchSpec, step: int, *, process_index: int
                process_count: int = 1, seed: int = 0,
                executor: concurrent.futures.Executor | None = None) -> dict:
   """This process's part of the global batch of `step` (see the module docstring)."""
-  rng = np.random.default_rng([seed, step, process_index])
   batch = {}
   if spec.labeled:
     indices = [step * spec.labeled + i for i in _local_slice(spec.labeled, process_index,
@@ -139,24 +141,33 @@ def make_batch(source: Source, spec: BatchSpec, step: int, *, process_index: int
       labeled["has_3d"] = np.zeros(len(samples), bool)  # the 2D stream has no 3D labels
     if spec.augment:
       labeled["augmentation"] = augment.augmentation_matrices(
-          [augment.sample_augmentation(rng, **_ranges(spec)) for _ in samples],
-          labeled["image"].shape[-3:-1])
+          [augment.sample_augmentation(_sample_rng(seed, "train_2d", i), **_ranges(spec))
+           for i in indices], labeled["image"].shape[-3:-1])
     batch["labeled"] = labeled
   if spec.multiview and spec.mode != "2d":
     indices = [step * spec.multiview + i for i in _local_slice(spec.multiview, process_index,
                                                                     process_count)]
     samples = _map(executor, lambda i: source("train_multiview", i), indices)
     keys = _multiview_keys(spec.mode)
-    chosen = [select_views({k: s[k] for k in keys}, spec.num_views, rng) for s in samples]
+    rngs = [_sample_rng(seed, "train_multiview", i) for i in indices]
+    chosen = [select_views({k: s[k] for k in keys}, spec.num_views, rng)
+              for s, rng in zip(samples, rngs)]
     multiview = _stack(chosen)
     if spec.mode == "fs":
       multiview["has_3d"] = multiview["view_mask"].copy()
     if spec.augment:  # one flip per sample: a mirrored view is not a rigid transform
       multiview["augmentation"] = augment.augmentation_matrices(
           [augment.sample_view_augmentations(rng, spec.num_views, **_ranges(spec))
-           for _ in samples], multiview["image"].shape[-3:-1])
+           for rng in rngs], multiview["image"].shape[-3:-1])
     batch["multiview"] = multiview
   return batch
+
+
+def _sample_rng(seed: int, stream: str, index: int) -> np.random.Generator:
+  """The view choice and augmentation of one sample of the global batch: a function of the
+  sample alone, so the global batch is the same whatever the number of processes. (The salt
+  keeps it apart from the renderer's generator of the same (seed, stream, index).)"""
+  return np.random.default_rng([seed, _AUGMENTATION_SALT, zlib.crc32(stream.encode()), index])
 
 
 def _ranges(spec: BatchSpec) -> dict:
