@@ -3,6 +3,8 @@ collectives) train like 1 process with 4 devices, through `python -m experiments
 
 import os
 import pathlib
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -104,3 +106,25 @@ def test_two_processes_train_like_one(tmp_path):
     for key in ("params", "rest"):
       relative = np.linalg.norm(multi[key] - single[key]) / np.linalg.norm(single[key])
       assert relative < bound[key], (step, key, relative)
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(tmp_path):
+  # A preemption notice may reach one host only: JAX's preemption service tells the others,
+  # and all save the step they agree on (saving is collective; a process saving alone lost
+  # the checkpoint and crashed the other one).
+  port = _free_port()
+  overrides = ["--config.train.steps=10", "--config.train.checkpoint_every=100"]
+  logs = {f"process {i}": tmp_path / f"process {i}.log" for i in range(2)}
+  runs = {name: _launch(tmp_path / "run", log, 2, (port, 2, i), overrides)
+          for i, (name, log) in enumerate(logs.items())}
+  deadline = time.monotonic() + TIMEOUT_S
+  while "step 2/10" not in logs["process 1"].read_text():
+    assert time.monotonic() < deadline and runs["process 1"].poll() is None, \
+        logs["process 1"].read_text()[-3000:]
+    time.sleep(0.2)
+  runs["process 1"].send_signal(signal.SIGTERM)
+  _run_all(runs, logs)
+  stops = [re.findall(r"SIGTERM: saved step (\d+)", log.read_text()) for log in logs.values()]
+  assert stops[0] == stops[1] and len(stops[0]) == 1, stops
+  assert 2 < int(stops[0][0]) < 10
+  assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == stops[0]

@@ -227,7 +227,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   TensorBoard (workdir/tensorboard).
   """
   os.makedirs(workdir, exist_ok=True)
-  _save_config(config, workdir)
+  if jax.process_index() == 0:
+    _save_config(config, workdir)
   graphdef, state, tx, schedule = _build(config)
   mesh = step_lib.make_mesh()
   replicated, by_example = step_lib.shardings(mesh)
@@ -241,8 +242,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   validate_every = config.train.get("validate_every", config.train.checkpoint_every)
   steps, batches, mode = {}, None, None
   stop = {"signal": None}
-  previous_handler = signal.signal(signal.SIGTERM,
-                                   lambda signum, frame: stop.update(signal=signum))
+  # Saving is collective, so all processes must stop at the same step. With several, JAX's
+  # preemption service (started by jax.distributed.initialize; it catches SIGTERM) agrees on
+  # one; a handler of our own would replace it and stop only the signalled process.
+  multi_process = jax.process_count() > 1
+  if not multi_process:
+    previous_handler = signal.signal(signal.SIGTERM,
+                                     lambda signum, frame: stop.update(signal=signum))
   try:
     tick, tick_step = time.perf_counter(), start
     for step in range(start, total):
@@ -265,6 +271,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
               flush=True)
       state, step_metrics = steps[mode](state, _global_batch(next(batches), by_example))
       done = step + 1
+      if multi_process and manager.reached_preemption(done):  # called at every step
+        stop["signal"] = signal.SIGTERM
       last = done == total
       log = done % config.train.log_every == 0 or last or stop["signal"]
       save = last or stop["signal"] or done % config.train.checkpoint_every == 0
@@ -296,14 +304,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
     manager.wait_until_finished()
     best.wait_until_finished()
   finally:
-    signal.signal(signal.SIGTERM, previous_handler)
+    if not multi_process:
+      signal.signal(signal.SIGTERM, previous_handler)
     if batches is not None:
       batches.close()
     writer.close()
 
   results = evaluate(graphdef, state, config, source=source)
-  with open(os.path.join(workdir, "eval.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "eval.json"), "w") as f:
+      json.dump(results, f, indent=1)
   print(format_results(results), flush=True)
   return results
 
