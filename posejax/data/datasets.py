@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import io
+import json
 import os
 from collections.abc import Callable
 
@@ -145,6 +146,22 @@ def _reading(dataset: Source, stream: str, actions) -> Source:
     return sample
 
   return read
+
+
+def read_json(path: str, what: str = "file"):
+  """The parsed JSON file at `path`.
+
+  Raises:
+    FileNotFoundError: "{path}: {what} not found".
+    ValueError: the file is truncated or not JSON (the message names it).
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: {what} not found")
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (ValueError, UnicodeDecodeError) as error:
+    raise ValueError(f"{path}: not a complete JSON file ({error})") from None
 
 
 def prepare_builder(builder, manual_dir: str):

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -184,13 +183,7 @@ def read_manifest(path: str, min_views: int = 2) -> Recording:
   Raises:
     FileNotFoundError / ValueError naming the manifest, the field and what is wrong.
   """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: manifest file not found")
-  try:
-    with open(path) as f:
-      manifest = json.load(f)
-  except (ValueError, UnicodeDecodeError) as error:
-    raise ValueError(f"{path}: not a complete JSON file ({error})") from None
+  manifest = datasets.read_json(path, "manifest file")
   if not isinstance(manifest, dict):
     raise ValueError(f"{path}: expected a JSON object with 'cameras' and 'boxes'")
   unknown = set(manifest) - {"cameras", "boxes", "frame_step"}

@@ -37,7 +37,6 @@ Prepare (the manual dir holds the files as the dataset authors distribute them; 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -208,13 +207,7 @@ def read_json(path: str, head_boxes_path: str | None = None) -> list[Person]:
   Raises:
     FileNotFoundError / ValueError naming the file and the broken entry.
   """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: file not found")
-  try:
-    with open(path) as f:
-      entries = json.load(f)
-  except (ValueError, UnicodeDecodeError) as error:
-    raise ValueError(f"{path}: not a complete JSON file ({error})") from None
+  entries = datasets.read_json(path)
   if not isinstance(entries, list):
     raise ValueError(f"{path}: expected a list of person entries, got {type(entries).__name__}")
   head_sizes = np.zeros(len(entries))
