@@ -8,6 +8,13 @@ eval_latest.json / eval_best.json in the workdir. The workdir's own config.json 
 
 from __future__ import annotations
 
+import os
+
+# Before TensorFlow loads (orbax's file layer imports it): no C++ INFO lines on the console.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+# pylint: disable=wrong-import-position
+
 from absl import app, flags
 from ml_collections import config_flags
 

@@ -12,6 +12,13 @@ host) and `--num_processes`, and its own `--process_id`. All of them need the sa
 
 from __future__ import annotations
 
+import os
+
+# Before TensorFlow loads (orbax's file layer imports it): no C++ INFO lines on the console.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+# pylint: disable=wrong-import-position
+
 import jax
 from absl import app, flags
 from ml_collections import config_flags

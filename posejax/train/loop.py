@@ -168,7 +168,6 @@ class _OwnInfoOnly(logging.Filter):
 
 def quiet_library_logs():
   """Console logging for the command-line programs: our metrics, not the libraries' chatter."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines
   absl_logging.get_absl_handler().addFilter(_OwnInfoOnly())
 
 
@@ -284,7 +283,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         rate = (done - tick_step) * images_per_step / max(now - tick, 1e-9)
         eta = (total - done) * images_per_step / max(rate, 1e-9)
         writer.write_scalars(done, dict(values, images_per_second=rate))
-        print(_progress(done, total, values["loss"], rate, eta), flush=True)
+        # One write per line: the absl metric lines on stderr cannot land inside it.
+        print(_progress(done, total, values["loss"], rate, eta) + "\n", end="", flush=True)
         tick, tick_step = now, done
       if save:
         manager.save(done, args=ocp.args.StandardSave(state))
