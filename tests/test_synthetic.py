@@ -66,8 +66,12 @@ def test_streams_have_their_shapes_and_splits_differ():
                @ synthetic.sample(CONFIG, "test", i)["world_to_camera_translation"][0])[1]
              for i in range(3)]
   assert min(heights) > 1700
+  # Validation is held out like the test stream but never repeats a test sample.
+  validation = synthetic.sample(CONFIG, "validation", 0)
+  assert not np.array_equal(validation["joints_world"], synthetic.sample(CONFIG, "test", 0)[
+      "joints_world"])
   with pytest.raises(ValueError, match="train_multiview"):
-    synthetic.sample(CONFIG, "validation", 0)
+    synthetic.sample(CONFIG, "valid", 0)
 
 
 def _standing_pose(overrides):
