@@ -37,14 +37,6 @@ class NonFiniteError(FloatingPointError):
   """A loss or gradient became NaN or Inf."""
 
 
-def _objective(config) -> step_lib.Objective:
-  return step_lib.Objective(mode=config.mode, **config.objective)
-
-
-def _batch_spec(config) -> pipeline.BatchSpec:
-  return pipeline.BatchSpec(mode=config.mode, **config.batch)
-
-
 def _source(config):
   """The config's data: registered real datasets (`data.source` = "datasets": `data.streams`
   and `data.options` as in `datasets.streams_source`), or the synthetic data from a prepared
@@ -108,6 +100,21 @@ def _save_config(config, workdir: str):
     f.write(config.to_json_best_effort(indent=1))
 
 
+def _restored(config, directory: str, step: int | None = None):
+  """(graphdef, TrainState) of `config` restored from the latest (or `step`'s) checkpoint in
+  `directory`.
+
+  Raises:
+    FileNotFoundError: `directory` holds no checkpoint.
+  """
+  graphdef, state, _, _ = _build(config)
+  manager = _checkpoint_manager(directory)
+  if manager.latest_step() is None:
+    raise FileNotFoundError(f"No checkpoint in {directory!r}: train first "
+                            "(python -m experiments.train ...)")
+  return graphdef, _restore(manager, state, step)
+
+
 def load_config(workdir: str) -> config_dict.ConfigDict:
   """The config a workdir was trained with (its config.json)."""
   path = os.path.join(workdir, "config.json")
@@ -126,11 +133,7 @@ def restore_model(workdir: str, step: int | None = None):
     FileNotFoundError: the workdir has no config.json or no checkpoint.
   """
   config = load_config(workdir)
-  graphdef, state, _, _ = _build(config)
-  manager = _checkpoint_manager(os.path.join(workdir, "checkpoints"))
-  if manager.latest_step() is None:
-    raise FileNotFoundError(f"No checkpoint in {manager.directory}: train first")
-  state = _restore(manager, state, step)
+  graphdef, state = _restored(config, os.path.join(workdir, "checkpoints"), step)
   model = nnx.merge(graphdef, nnx.merge_state(state.params, state.rest))
   model.eval()
   return model, config
@@ -141,13 +144,8 @@ def evaluate_workdir(config, workdir: str, checkpoint: str = "latest") -> dict:
   test stream; results also go to workdir/eval_{checkpoint}.json."""
   if checkpoint not in ("latest", "best"):
     raise ValueError(f"checkpoint must be 'latest' or 'best', got {checkpoint!r}")
-  graphdef, state, _, _ = _build(config)
-  directory = os.path.join(workdir, "checkpoints" if checkpoint == "latest" else "best")
-  manager = _checkpoint_manager(directory)
-  if manager.latest_step() is None:
-    raise FileNotFoundError(f"No checkpoint in {directory!r}: train first "
-                            "(python -m experiments.train ...)")
-  state = _restore(manager, state)
+  graphdef, state = _restored(
+      config, os.path.join(workdir, "checkpoints" if checkpoint == "latest" else "best"))
   results = evaluate(graphdef, state, config)
   with open(os.path.join(workdir, f"eval_{checkpoint}.json"), "w") as f:
     json.dump(dict(results, step=int(state.step)), f, indent=1)
@@ -335,9 +333,10 @@ def _action_name(action) -> str:
 def evaluate(graphdef, state, config, *, stream: str = "test", samples: int | None = None,
              source=None) -> dict:
   """MPJPE, N-MPJPE, PA-MPJPE (mm) and 3D PCK / AUC over every view of the first `samples`
-  (default `config.eval.samples`; 0: all of a dataset's) samples of a held-out stream; each view is one single-image
-  prediction, scaled to mm with the mean bone lengths (METHOD.md section 5). When samples carry
-  an "action", the same metrics per action go to results["per_action"]."""
+  (default `config.eval.samples`; 0: all of a dataset's) samples of a held-out stream; each
+  view is one single-image prediction, scaled to mm with the mean bone lengths (METHOD.md
+  section 5). When samples carry an "action", the same metrics per action go to
+  results["per_action"]."""
   source = _source(config) if source is None else source
   model = nnx.merge(graphdef, nnx.merge_state(state.params, state.rest))
   count = config.eval.samples if samples is None else samples
