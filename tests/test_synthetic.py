@@ -89,18 +89,49 @@ def _standing_pose(overrides):
   return pose
 
 
-def _visibility(pose, camera_position):
+def _render(pose, camera_position, colours=np.full((6, 3), 0.5)):
   rng = np.random.default_rng(0)
-  subject = synthetic.Subject(bone_scale=np.ones(16), girth=1.0,
-                              colours=np.full((4, 3), 0.5), stripe_frequency=0.0)
+  subject = synthetic.Subject(bone_scale=np.ones(16), girth=1.0, colours=colours,
+                              stripe_frequency=0.0)
   scene = synthetic.Scene(palette=np.full((5, 3), 0.5), light=np.array([0.0, 1, 0]),
                           pillar=None, pillar_colour=np.zeros(3))
   rotation, translation = synthetic.look_at(np.asarray(camera_position, float),
                                             pose[H36M.index("spine")])
   camera = synthetic.Camera(np.array([[1000.0, 0, 500], [0, 1000, 500], [0, 0, 1]]), rotation,
                             translation)
-  view = synthetic.render_view(pose, subject, scene, camera, 64, 1.3, rng)
-  return dict(zip(H36M.joint_names, view["joints_2d_mask"]))
+  return synthetic.render_view(pose, subject, scene, camera, 64, 1.3, rng)
+
+
+def _visibility(pose, camera_position):
+  return dict(zip(H36M.joint_names, _render(pose, camera_position)["joints_2d_mask"]))
+
+
+def test_front_and_back_look_different():
+  """Without a face, feet and a front panel a capsule body seen from behind is its mirror image
+  seen from the front: left/right and every relative depth's sign would be guesswork."""
+  pose = _standing_pose({})
+  np.testing.assert_allclose(synthetic.facing_direction(pose), [0, 0, 1], atol=0.06)
+  # skin, shirt, sleeve, trousers grey; shoes pure green; chest pure blue.
+  colours = np.array([[0.5] * 3] * 4 + [[0, 1, 0], [0, 0, 1]])
+
+  def pixels_of(image, channel):
+    image = image.astype(int)
+    others = np.delete(image, channel, axis=-1)
+    return int(np.sum((image[..., channel] > 40) & (others.max(-1) < 10)))
+
+  front, back, side = (_render(pose, position, colours)["image"]
+                       for position in ([0, 1200, 4000], [0, 1200, -4000], [4000, 1200, 0]))
+  assert pixels_of(front, 2) > 40 and pixels_of(back, 2) == 0  # the chest faces the front
+  assert pixels_of(front, 1) > 0 and pixels_of(side, 1) > 0  # shoes
+  # Feet and nose point forwards (+Z): they break the front/back mirror symmetry.
+  a, b, radius = synthetic.body_capsules(pose, 1.0, 1.0)
+  nose, right_foot, left_foot = range(len(synthetic._CAPSULES), len(synthetic._CAPSULES) + 3)
+  for foot in (right_foot, left_foot):
+    np.testing.assert_allclose((b[foot] - a[foot]) / np.linalg.norm(b[foot] - a[foot]),
+                               [0, 0, 1], atol=1e-6)
+  head = pose[H36M.index("head_top")]
+  nose_tip = b[nose] + radius[nose] * np.array([0, 0, 1])
+  assert nose_tip[2] - head[2] > 92 + 15
 
 
 def test_visibility_in_a_constructed_self_occlusion():

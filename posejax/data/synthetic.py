@@ -81,11 +81,64 @@ _CAPSULES = (
     ("right_shoulder", "right_elbow", 45, "sleeve"), ("right_elbow", "right_wrist", 37, "skin"),
     ("left_shoulder", "left_elbow", 45, "sleeve"), ("left_elbow", "left_wrist", 37, "skin"),
 )
-_CAPSULE_A = np.array([_INDEX[a] for a, _, _, _ in _CAPSULES])
-_CAPSULE_B = np.array([_INDEX[b] for _, b, _, _ in _CAPSULES])
-_CAPSULE_RADIUS = np.array([r for _, _, r, _ in _CAPSULES], np.float64)
-_PARTS = ("skin", "shirt", "sleeve", "trousers")
-_CAPSULE_PART = np.array([_PARTS.index(p) for _, _, _, p in _CAPSULES])
+# Without these a capsule body looks the same from the front and from behind, mirrored: the
+# facing direction, hence left/right and the sign of every relative depth, could not be read
+# from an image (a real person has a face and feet). Nose: (offset from the head's centre
+# along the facing direction, length, radius) in mm; feet: (length, radius).
+_NOSE = (70, 45, 24)
+_FOOT = (150, 42)
+_PARTS = ("skin", "shirt", "sleeve", "trousers", "shoes", "chest")
+# Left limbs are a shade darker (a two-tone outfit), another cue for which side is which.
+_LEFT_SHADE = 0.62
+_CAPSULE_PART = np.array([_PARTS.index(p) for _, _, _, p in _CAPSULES]
+                         + [_PARTS.index("skin"), _PARTS.index("shoes"), _PARTS.index("shoes")])
+_CAPSULE_LEFT = np.array([b.startswith("left_") for _, b, _, _ in _CAPSULES]
+                         + [False, False, True])
+# The joints whose flesh each capsule is (a joint is not hidden by its own capsules).
+_CAPSULE_A = np.array([_INDEX[a] for a, _, _, _ in _CAPSULES]
+                      + [_INDEX["neck_nose"], _INDEX["right_ankle"], _INDEX["left_ankle"]])
+_CAPSULE_B = np.array([_INDEX[b] for _, b, _, _ in _CAPSULES]
+                      + [_INDEX["head_top"], _INDEX["right_ankle"], _INDEX["left_ankle"]])
+
+
+def facing_direction(joints: np.ndarray) -> np.ndarray:
+  """Unit vector [3] the body faces, from hips and shoulders (any right-handed frame)."""
+  up = joints[_INDEX["thorax"]] - joints[_INDEX["pelvis"]]
+  across = (joints[_INDEX["right_hip"]] - joints[_INDEX["left_hip"]]
+            + joints[_INDEX["right_shoulder"]] - joints[_INDEX["left_shoulder"]])
+  forward = np.cross(up, across)
+  return forward / max(np.linalg.norm(forward), 1e-9)
+
+
+def _along(direction, axis):
+  """`direction` made orthogonal to `axis` and unit length."""
+  axis = axis / max(np.linalg.norm(axis), 1e-9)
+  out = direction - np.dot(direction, axis) * axis
+  return out / max(np.linalg.norm(out), 1e-9)
+
+
+def body_capsules(joints: np.ndarray, scale: float, girth: float):
+  """The body's capsules for joints [17, 3] (mm, any right-handed frame).
+
+  Returns:
+    a, b: [C, 3] end points; radius: [C] in mm. Order: `_CAPSULES`, nose, right foot, left foot.
+  """
+  forward = facing_direction(joints)
+  head_top, neck_nose = joints[_INDEX["head_top"]], joints[_INDEX["neck_nose"]]
+  nose_direction = _along(forward, head_top - neck_nose)
+  nose_offset, nose_length, nose_radius = np.array(_NOSE) * scale
+  nose_start = (head_top + neck_nose) / 2 + nose_offset * nose_direction
+  a = [joints[_INDEX[j]] for j, _, _, _ in _CAPSULES] + [nose_start]
+  b = [joints[_INDEX[j]] for _, j, _, _ in _CAPSULES] + [
+      nose_start + nose_length * nose_direction]
+  foot_length, foot_radius = np.array(_FOOT) * scale
+  for side in ("right", "left"):
+    ankle, knee = joints[_INDEX[f"{side}_ankle"]], joints[_INDEX[f"{side}_knee"]]
+    a.append(ankle)
+    b.append(ankle + foot_length * _along(forward, ankle - knee))
+  radius = np.concatenate([np.array([r for _, _, r, _ in _CAPSULES]) * scale * girth,
+                           [nose_radius, foot_radius, foot_radius]])
+  return np.stack(a), np.stack(b), radius
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,14 +146,14 @@ class Subject:
   """A person: size, proportions and clothing."""
   bone_scale: np.ndarray  # [E] per-bone length factors (height x jitter), order of H36M.bones
   girth: float  # radius factor
-  colours: np.ndarray  # [4, 3] float RGB 0..1 for _PARTS
+  colours: np.ndarray  # [6, 3] float RGB 0..1 for _PARTS
   stripe_frequency: float  # stripes per metre on the shirt (0: plain)
 
 
 def random_subject(rng: np.random.Generator) -> Subject:
   height = rng.uniform(0.88, 1.12)
   skin = np.array([0.95, 0.78, 0.65]) * rng.uniform(0.45, 1.0)
-  clothes = rng.uniform(0.05, 0.95, size=(3, 3))
+  clothes = rng.uniform(0.05, 0.95, size=(5, 3))  # shirt, sleeve, trousers, shoes, chest
   return Subject(bone_scale=height * rng.uniform(0.94, 1.06, size=J - 1),
                  girth=rng.uniform(0.85, 1.25),
                  colours=np.concatenate([skin[None], clothes]).astype(np.float64),
@@ -342,8 +395,7 @@ def render_view(pose_world: np.ndarray, subject: Subject, scene: Scene, camera: 
   rays = np.concatenate([pixels, np.ones((len(pixels), 1))], 1) @ np.linalg.inv(crop_k).T
   directions = rays / np.linalg.norm(rays, axis=1, keepdims=True)
 
-  radius = _CAPSULE_RADIUS * subject.girth * np.mean(subject.bone_scale)
-  a, b = joints_camera[_CAPSULE_A], joints_camera[_CAPSULE_B]
+  a, b, radius = body_capsules(joints_camera, np.mean(subject.bone_scale), subject.girth)
   distances = _ray_capsules_culled(directions, a, b, radius, crop_k, image_size)
   nearest = np.argmin(distances, axis=1)
   t_body = distances[np.arange(len(directions)), nearest]
@@ -367,11 +419,16 @@ def render_view(pose_world: np.ndarray, subject: Subject, scene: Scene, camera: 
   light_camera = camera.rotation @ scene.light
   shade = 0.35 + 0.65 * np.clip(normals @ light_camera, 0, 1)
   part = _CAPSULE_PART[nearest]
+  torso = nearest < 2  # pelvis-spine and spine-thorax
+  front = torso & (normals @ facing_direction(joints_camera) > 0.45)
+  part = np.where(front, _PARTS.index("chest"), part)  # a front panel: the chest faces you
   body_colour = subject.colours[part]
   if subject.stripe_frequency:
     height_world = (points @ camera.rotation + origin_world)[:, 1]
     stripes = np.sin(height_world / 1000 * subject.stripe_frequency * 2 * np.pi) > 0
     body_colour = np.where(((part == 1) & stripes)[:, None], body_colour * 0.55, body_colour)
+  body_colour = np.where(_CAPSULE_LEFT[nearest][:, None], body_colour * _LEFT_SHADE,
+                         body_colour)
   colour = np.where(hits_body[:, None], body_colour * shade[:, None], colour)
 
   if scene.pillar is not None:
