@@ -353,6 +353,10 @@ def evaluate(graphdef, state, config, *, stream: str = "test", samples: int | No
     predictions = predict_metric(model, sample["image"], sample["camera"])
     pose, valid = predictions["pose_3d_mm"], predictions["valid"]
     per_view.append(_metrics_of(pose[view_mask], sample["joints_3d"][view_mask]))
+    if "joints_2d" in sample:  # the 2D stage's share of the error
+      per_view[-1]["error_2d_px"] = np.asarray(metrics.pixel_error(
+          predictions["joints_2d"][view_mask], sample["joints_2d"][view_mask],
+          sample["joints_2d_mask"][view_mask]))
     actions += [_action_name(sample["action"])] * int(view_mask.sum()) if "action" in sample \
         else []
     valid_views += int(np.sum(valid[view_mask]))
@@ -374,8 +378,10 @@ def format_results(results: dict, title: str = "held-out test") -> str:
   header = f"{'':<16}{'MPJPE':>8}{'N-MPJPE':>9}{'PA-MPJPE':>10}{'PCK@150':>9}{'AUC':>7}"
   row = lambda name, r: (f"{name:<16}{r['mpjpe']:>8.1f}{r['n_mpjpe']:>9.1f}"  # noqa: E731
                          f"{r['pa_mpjpe']:>10.1f}{100 * r['pck']:>8.1f}%{100 * r['auc']:>6.1f}%")
+  error_2d = (f", 2D error {results['error_2d_px']:.1f} px" if "error_2d_px" in results
+              else "")
   lines = [f"{title}: {results['views']} views, valid reconstructions "
-           f"{100 * results['valid_fraction']:.0f} %  (errors in mm)", header,
+           f"{100 * results['valid_fraction']:.0f} %{error_2d}  (errors in mm)", header,
            row("all views", results)]
   per_action = results.get("per_action", {})
   if per_action:
