@@ -141,6 +141,25 @@ def limb_length_loss(poses, confidences, skeleton: Skeleton = H36M, mean_bone_le
   return jnp.sum(weights * error) / error.size
 
 
+def scale_bone_loss(poses, pose_mask, skeleton: Skeleton = H36M, scale: float = 1.0):
+  """Squared deviation of the scale pair's length from C, averaged over the masked poses.
+
+  Zero wherever `geometry.root_depth` found a root: the constraint it solves holds exactly.
+  Where the discriminant is negative (the depths of k and l differ by more than C allows) the
+  pose is reconstructed at the vertex and this measures how far the constraint is missed; it
+  is the only term that pushes such predictions back (L_MC and L_B are indifferent to it, and
+  weakly supervised training otherwise drifts there: BUILD_NOTES.md, issue 6).
+
+  Args:
+    poses: [..., J, 3] reconstructed scale-normalised poses.
+    pose_mask: [...] bool or weights.
+  """
+  k, l = skeleton.scale_pair
+  poses = jnp.asarray(poses, jnp.float32)
+  length = geometry.safe_norm(poses[..., k, :] - poses[..., l, :])
+  return _masked_mean(jnp.square(length - scale), pose_mask)
+
+
 def fully_supervised_loss(heatmaps, target_heatmaps, joint_mask, rel_depth, target_rel_depth,
                           depth_mask, *, psi: float = 5.0):
   """L_FS = L_H + psi L_Z.

@@ -183,3 +183,28 @@ def test_combined_objectives_weight_their_terms():
   gradient = jax.grad(lambda p: losses.weakly_supervised_loss(
       heatmaps, targets, mask, p, confidences, view_mask)[0])(poses)
   assert bool(jnp.all(jnp.isfinite(gradient))) and float(jnp.abs(gradient).max()) > 0
+
+
+def test_scale_bone_loss_is_zero_where_the_root_exists_and_pulls_vertex_poses_back():
+  camera = np.array([[1000.0, 0, 128], [0, 1000, 128], [0, 0, 1]], np.float32)
+  rng = np.random.default_rng(0)
+  joints_2d = rng.uniform(60, 200, size=(17, 2)).astype(np.float32)
+  rel_depth = (rng.normal(size=17) * 0.2).astype(np.float32)
+  k, l = H36M.scale_pair
+  joints_2d[k] = joints_2d[l] + [0.0, -120.0]  # an upright torso: c < 0, a root exists
+  rel_depth[k] = rel_depth[l] + 0.3
+  vertex_depth = rel_depth.copy()
+  vertex_depth[k] = vertex_depth[l] + 3.0  # thorax 3 units behind the pelvis: D < 0
+
+  def loss(depths):
+    poses, _, valid = geometry.reconstruct(joints_2d, depths, camera, H36M)
+    return losses.scale_bone_loss(poses[None], np.ones(1, bool)), valid
+
+  solvable, valid = loss(jnp.asarray(rel_depth))
+  assert bool(valid) and float(solvable) < 1e-8
+  at_vertex, valid = loss(jnp.asarray(vertex_depth))
+  assert not bool(valid) and float(at_vertex) > 1.0  # the bone is ~3 units long, not 1
+  gradient = jax.grad(lambda d: loss(d)[0])(jnp.asarray(vertex_depth))
+  assert np.all(np.isfinite(gradient))
+  assert gradient[k] > 0 > gradient[l]  # lowering the depth gap shortens the bone
+  assert float(losses.scale_bone_loss(np.zeros((0, 17, 3)), np.zeros(0, bool))) == 0.0

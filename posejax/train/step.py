@@ -49,6 +49,9 @@ class Objective:
   # Whether L_MC and L_B may move the 2D joints (METHOD.md lets them). False: they train the
   # depths only and the 2D joints learn from L_H alone (see BUILD_NOTES.md, issue 6).
   consistency_moves_2d: bool = True
+  # Weight of `losses.scale_bone_loss` (zero at every solvable reconstruction; it keeps the
+  # depths where the root-depth quadratic has a root). Not part of L_B: ablations keep it.
+  scale_weight: float = 1.0
   heatmap_sigma: float = 2.0  # Gaussian targets, in heatmap cells
 
   def __post_init__(self):
@@ -120,12 +123,15 @@ def objective_terms(predictions: dict, batch: dict, objective: Objective, skelet
           poses, confidence, present, with_scale=objective.with_scale)
       terms["limb"] = losses.limb_length_loss(
           poses, confidence * present[..., None].astype(jnp.float32), skeleton)
+      # Every view, even one reconstructed behind the camera: its bone is too long all the same.
+      terms["scale_bone"] = losses.scale_bone_loss(poses, view_mask, skeleton)
   return terms
 
 
 def total_loss(terms: dict[str, jax.Array], objective: Objective) -> jax.Array:
   weights = {"heatmap": objective.heatmap_weight, "depth": objective.psi,
-             "multiview": objective.alpha, "limb": objective.beta}
+             "multiview": objective.alpha, "limb": objective.beta,
+             "scale_bone": objective.scale_weight}
   return sum(weights[name] * value for name, value in terms.items())
 
 
