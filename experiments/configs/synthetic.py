@@ -34,7 +34,10 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
       in_memory=True,  # without data_dir: render each of `sizes` samples once, keep them
       sizes=dict(train_2d=4000, train_multiview=1000, validation=200, test=2000),
   ))
-  config.batch = config_dict.ConfigDict(dict(labeled=32, multiview=8, num_views=4))
+  # No mirroring: a mirrored image shows the white left limbs (the synthetic people's left/right
+  # cue) on the right, which would teach the network that the cue means nothing.
+  config.batch = config_dict.ConfigDict(dict(labeled=32, multiview=8, num_views=4,
+                                             flip_probability=0.0))
   config.model = config_dict.ConfigDict(dict(name="hrnet_w8_small", dtype="float32"))
   config.optim = config_dict.ConfigDict(dict(learning_rate=5e-4, decay_steps=(50_000,),
                                              decay_factor=0.1))
