@@ -184,6 +184,7 @@ def test_posenet_predictions_have_the_documented_shapes_and_dtypes():
   j = H36M.num_joints
   expected = {
       "heatmaps": ((2, 3, 16, 16, j), jnp.float32), "depthmaps": ((2, 3, 16, 16, j), jnp.float32),
+      "probabilities": ((2, 3, 16, 16, j), jnp.float32),
       "joints_2d": ((2, 3, j, 2), jnp.float32), "rel_depth": ((2, 3, j), jnp.float32),
       "confidence": ((2, 3, j), jnp.float32), "root_depth": ((2, 3), jnp.float32),
       "pose_3d": ((2, 3, j, 3), jnp.float32), "valid": ((2, 3), jnp.bool_),

@@ -6,7 +6,7 @@ import optax
 import pytest
 from flax import nnx
 
-from posejax import geometry
+from posejax import geometry, losses
 from posejax.data import pipeline, synthetic
 from posejax.models import create_model
 from posejax.train import optimizer as optim
@@ -120,25 +120,34 @@ def test_eight_devices_train_like_one(mode, optimizer, num_steps):
     assert difference.max() <= 2 * 2e-3 * 1.001
 
 
+@pytest.mark.parametrize("mode", ["fs", "ws"])
 @pytest.mark.parametrize("moves_2d", [True, False])
-def test_consistency_moves_the_2d_joints_only_when_allowed(moves_2d):
+def test_3d_losses_move_the_2d_only_when_allowed(mode, moves_2d):
   sample = synthetic.sample(synthetic.SyntheticConfig(image_size=64, num_views=2,
                                                       motion="procedural"), "test", 0)
   camera = jax.numpy.asarray(sample["camera"])
+  # heatmap_weight 0: only the 3D losses can reach the heatmaps.
+  objective = train_step_lib.Objective(mode=mode, heatmap_weight=0.0, losses_3d_move_2d=moves_2d)
+  stream = {"camera": camera[None], "view_mask": np.ones((1, 2), bool)}
+  if mode == "fs":
+    stream.update(joints_3d=sample["joints_3d"][None], has_3d=np.ones((1, 2), bool),
+                  joints_2d=sample["joints_2d"][None], joints_2d_mask=sample["joints_2d_mask"][None])
+  batch = {"multiview": stream, "image_size": 64}
+  heatmaps = losses.heatmap_targets(sample["joints_2d"], (16, 16))
   depth = geometry.relative_depth_target(sample["joints_3d"]) + 0.1  # an imperfect guess
-  objective = train_step_lib.Objective(mode="ws", consistency_moves_2d=moves_2d)
-  batch = {"multiview": {"camera": camera[None], "view_mask": np.ones((1, 2), bool)},
-           "image_size": 64}
+  depthmaps = jax.numpy.broadcast_to(depth[:, None, None, :], heatmaps.shape)
 
-  def weak_terms(joints_2d, rel_depth):
+  def objective_of(heatmaps, depthmaps):  # as PoseNet decodes its maps
+    joints_2d, probabilities = geometry.softargmax(heatmaps)
+    rel_depth = geometry.relative_depth(probabilities, depthmaps)
     pose, root_depth, valid = geometry.reconstruct(joints_2d, rel_depth, camera)
-    predictions = dict(heatmaps=jax.numpy.zeros((2, 16, 16, 17)), joints_2d=joints_2d,
-                       rel_depth=rel_depth, pose_3d=pose, root_depth=root_depth, valid=valid,
-                       confidence=jax.numpy.ones((2, 17)))
+    predictions = dict(heatmaps=heatmaps, depthmaps=depthmaps, probabilities=probabilities,
+                       joints_2d=joints_2d, rel_depth=rel_depth, pose_3d=pose,
+                       root_depth=root_depth, valid=valid,
+                       confidence=geometry.confidence(heatmaps, joints_2d))
     terms = train_step_lib.objective_terms(predictions, batch, objective, H36M, 0)
     return train_step_lib.total_loss(terms, objective)
 
-  grad_2d, grad_depth = jax.grad(weak_terms, argnums=(0, 1))(
-      jax.numpy.asarray(sample["joints_2d"]), depth)
-  assert np.abs(grad_depth).max() > 0
-  assert (np.abs(grad_2d).max() > 0) == moves_2d
+  grad_heatmaps, grad_depthmaps = jax.grad(objective_of, argnums=(0, 1))(heatmaps, depthmaps)
+  assert np.abs(grad_depthmaps).max() > 0
+  assert (np.abs(grad_heatmaps).max() > 0) == moves_2d

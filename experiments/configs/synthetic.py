@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.objective = config_dict.ConfigDict(dict(heatmap_weight=1.0, psi=5.0, alpha=0.1,
                                                  beta=1.0, with_scale=False,
                                                  heatmap_sigma=2.0,
-                                                 consistency_moves_2d=True, scale_weight=1.0))
+                                                 losses_3d_move_2d=True, scale_weight=1.0))
   config.train = config_dict.ConfigDict(dict(
       steps=1200,
       stage1_steps=600,  # 2D warm-up (mode "2d") before the mode's objective, in the same run

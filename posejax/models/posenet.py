@@ -69,18 +69,21 @@ class PoseNet(nnx.Module):
 
     Returns:
       dict of float32 arrays (bool for `valid`): heatmaps [..., h, w, J], depthmaps
-      [..., h, w, J], joints_2d [..., J, 2] (crop pixels), rel_depth [..., J], confidence
+      [..., h, w, J], probabilities [..., h, w, J] (the spatial softmax), joints_2d [..., J, 2] (crop pixels), rel_depth [..., J], confidence
       [..., J], root_depth [...], pose_3d [..., J, 3] (scale-normalised), valid [...].
     """
     heatmaps, depthmaps = self.maps(images)
     stride = images.shape[-3] // heatmaps.shape[-3]
-    joints_2d, rel_depth, confidence = geometry.decode_25d(
-        heatmaps, depthmaps, temperature=self.temperature, stride=stride)
+    # geometry.decode_25d, keeping the softmax weights (a train step may hold them constant).
+    joints_2d, probabilities = geometry.softargmax(heatmaps, temperature=self.temperature,
+                                                   stride=stride)
+    rel_depth = geometry.relative_depth(probabilities, depthmaps)
+    confidence = geometry.confidence(heatmaps, joints_2d, stride=stride)
     pose_3d, root_depth, valid = geometry.reconstruct(joints_2d, rel_depth, cameras,
                                                       self.skeleton)
-    return dict(heatmaps=heatmaps, depthmaps=depthmaps, joints_2d=joints_2d,
-                rel_depth=rel_depth, confidence=confidence, root_depth=root_depth,
-                pose_3d=pose_3d, valid=valid)
+    return dict(heatmaps=heatmaps, depthmaps=depthmaps, probabilities=probabilities,
+                joints_2d=joints_2d, rel_depth=rel_depth, confidence=confidence,
+                root_depth=root_depth, pose_3d=pose_3d, valid=valid)
 
 
 def apply(graphdef: nnx.GraphDef, state: nnx.State, images, cameras, *, train: bool):

@@ -46,9 +46,11 @@ class Objective:
   alpha: float = 10.0
   beta: float = 100.0
   with_scale: bool = False  # multi-view alignment: rigid (False) or similarity
-  # Whether L_MC and L_B may move the 2D joints (METHOD.md lets them). False: they train the
-  # depths only and the 2D joints learn from L_H alone (see BUILD_NOTES.md, issue 6).
-  consistency_moves_2d: bool = True
+  # Whether the 3D losses (L_Z; L_MC, L_B) may move the 2D: the joints and the softmax weights
+  # that read the depth maps (METHOD.md lets them). False: they train the depth maps only, the
+  # 2D learns from L_H alone. At a small budget the 3D losses otherwise undo the 2D stage
+  # (through the softmax, whose gradient carries the temperature, 50): BUILD_NOTES.md, issue 6.
+  losses_3d_move_2d: bool = True
   # Weight of `losses.scale_bone_loss` (zero at every solvable reconstruction; it keeps the
   # depths where the root-depth quadratic has a root). Not part of L_B: ablations keep it.
   scale_weight: float = 1.0
@@ -102,18 +104,20 @@ def objective_terms(predictions: dict, batch: dict, objective: Objective, skelet
     view_mask = batch["multiview"]["view_mask"]
     shape = view_mask.shape
     view = lambda x: x[num_labeled:].reshape(shape + x.shape[1:])  # noqa: E731
+    rel_depth = view(predictions["rel_depth"])
+    if not objective.losses_3d_move_2d:  # same values, gradients to the depth maps only
+      rel_depth = geometry.relative_depth(jax.lax.stop_gradient(view(predictions["probabilities"])),
+                                          view(predictions["depthmaps"]))
     if objective.mode == "fs":
       stream = batch["multiview"]
       target = geometry.relative_depth_target(stream["joints_3d"], skeleton)
       depth_mask = (stream["has_3d"] & view_mask)[..., None] & jnp.ones_like(target, bool)
-      terms["depth"] = losses.depth_loss(view(predictions["rel_depth"]), target, depth_mask)
+      terms["depth"] = losses.depth_loss(rel_depth, target, depth_mask)
     else:
       poses, confidence = view(predictions["pose_3d"]), view(predictions["confidence"])
-      if not objective.consistency_moves_2d:
-        cameras = batch["multiview"]["camera"]
-        poses, _, _ = geometry.reconstruct(
-            jax.lax.stop_gradient(view(predictions["joints_2d"])), view(predictions["rel_depth"]),
-            cameras, skeleton)
+      if not objective.losses_3d_move_2d:
+        poses, _, _ = geometry.reconstruct(jax.lax.stop_gradient(view(predictions["joints_2d"])),
+                                           rel_depth, batch["multiview"]["camera"], skeleton)
       # Poses in front of the camera count, including those whose discriminant is negative
       # (reconstructed at the vertex, the scale bone as close to C as it gets): dropping them
       # would let the network escape L_MC and L_B by making every reconstruction "invalid",
