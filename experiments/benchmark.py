@@ -383,8 +383,7 @@ def train_case(config, devices, repeats: int) -> dict:
   """Compile time and steady-state images/s of the config's jitted train step on `devices`."""
   model = models.create_model(config.model.name, dtype=jnp.dtype(config.model.dtype),
                               rngs=nnx.Rngs(config.seed))
-  tx = optim.make_optimizer(config.optim.learning_rate, tuple(config.optim.decay_steps),
-                            config.optim.decay_factor)
+  tx, _ = optim.from_config(config.optim)
   graphdef, state = step_lib.create_train_state(model, tx)
   objective = step_lib.Objective(mode=config.mode, **config.objective)
   mesh = step_lib.make_mesh(devices)

@@ -40,7 +40,8 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
                                              flip_probability=0.0))
   config.model = config_dict.ConfigDict(dict(name="hrnet_w8_small", dtype="float32"))
   config.optim = config_dict.ConfigDict(dict(learning_rate=5e-4, decay_steps=(50_000,),
-                                             decay_factor=0.1))
+                                             decay_factor=0.1,
+                                             clip_norm=0.0))  # > 0: clip the gradient norm
   config.objective = config_dict.ConfigDict(dict(heatmap_weight=1.0, psi=5.0, alpha=0.1,
                                                  beta=1.0, with_scale=False,
                                                  heatmap_sigma=2.0,

@@ -87,11 +87,9 @@ def _build(config):
   """(graphdef, fresh TrainState, optimiser, learning-rate schedule) of a config."""
   model = create_model(config.model.name, dtype=jnp.dtype(config.model.dtype),
                        rngs=nnx.Rngs(config.seed))
-  decay = (config.optim.learning_rate, tuple(config.optim.decay_steps),
-           config.optim.decay_factor)
-  tx = optim.make_optimizer(*decay)
+  tx, schedule = optim.from_config(config.optim)
   graphdef, state = step_lib.create_train_state(model, tx)
-  return graphdef, state, tx, optim.learning_rate_schedule(*decay)
+  return graphdef, state, tx, schedule
 
 
 def _save_config(config, workdir: str):
