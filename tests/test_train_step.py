@@ -26,6 +26,31 @@ def test_learning_rate_schedule_is_the_recipe():
     optim.learning_rate_schedule(decay_steps=(10, 5))
 
 
+def test_optimizer_from_config_clips_the_gradient_norm_when_asked():
+  from ml_collections import config_dict
+  optim_config = config_dict.ConfigDict(dict(learning_rate=1e-3, decay_steps=(10,),
+                                             decay_factor=0.1, clip_norm=1.0))
+  tx, schedule = optim.from_config(optim_config)
+  assert float(schedule(9)) == pytest.approx(1e-3) and float(schedule(10)) == pytest.approx(1e-4)
+  params = {"w": np.zeros(3, np.float32)}
+  big, small = {"w": np.array([300.0, -400.0, 0.0])}, {"w": np.array([0.3, 0.4, 0.5])}
+  clipped = {"w": big["w"] / 500.0}  # norm 500 -> 1
+
+  def updates(tx, gradients):
+    state = tx.init(params)
+    for g in gradients:
+      out, state = tx.update(g, state, params)
+    return out["w"]
+
+  adam = optax.adam(schedule)
+  np.testing.assert_allclose(updates(tx, [big, small]), updates(adam, [clipped, small]),
+                             rtol=1e-6)
+  assert not np.allclose(updates(adam, [big, small]), updates(adam, [clipped, small]))
+  optim_config.clip_norm = 0.0  # off: plain Adam
+  np.testing.assert_allclose(updates(optim.from_config(optim_config)[0], [big, small]),
+                             updates(adam, [big, small]), rtol=1e-6)
+
+
 def _setup(mode, labeled=4, multiview=2, seed=0, tx=None, **objective):
   model = create_model("hrnet_w8_small", rngs=nnx.Rngs(seed))
   tx = tx or optim.make_optimizer(base=2e-3)
