@@ -170,6 +170,20 @@ def test_registry():
     create_model("hrnet_w31", rngs=nnx.Rngs(0))
 
 
+def test_concatenated_branches_give_every_resolution_to_the_head():
+  from posejax.models import HRNet
+  config = BACKBONES["hrnetv2_w8_small"]
+  backbone = HRNet(config, rngs=nnx.Rngs(0))
+  assert backbone.out_channels == 8 + 16 + 32 + 64
+  features = backbone(jnp.zeros((1, 64, 64, 3)))
+  assert features.shape == (1, 16, 16, 120)
+  # The lowest-resolution channels are 8x8-cell blocks (nearest upsampling of 2x2).
+  low = np.asarray(features[0, :, :, -64:])
+  np.testing.assert_array_equal(low, np.repeat(np.repeat(low[::8, ::8], 8, 0), 8, 1))
+  model = create_model("hrnetv2_w8_small", rngs=nnx.Rngs(0))
+  assert model.maps(np.zeros((2, 64, 64, 3), np.uint8))[0].shape == (2, 16, 16, 17)
+
+
 def _batch(num_samples=2, num_views=3, size=64, seed=0):
   rng = np.random.default_rng(seed)
   images = rng.integers(0, 256, size=(num_samples, num_views, size, size, 3), dtype=np.uint8)

@@ -23,6 +23,9 @@ BACKBONES = {
     "hrnet_w48": HRNetConfig(width=48),
     "hrnet_w16_small": HRNetConfig(width=16, **_SMALL),
     "hrnet_w8_small": HRNetConfig(width=8, **_SMALL),
+    # All four resolutions concatenated (120 channels) for the head: 8 channels were too few to
+    # carry 17 heatmaps and 17 depth maps (BUILD_NOTES.md, issue 6). The synthetic default.
+    "hrnetv2_w8_small": HRNetConfig(width=8, concat_branches=True, **_SMALL),
 }
 
 

@@ -34,6 +34,9 @@ class HRNetConfig:
     stage1_blocks: Bottleneck blocks in stage 1 (4).
     stage_modules: high-resolution modules in stages 2, 3, 4 ((1, 4, 3)).
     stage_blocks: BasicBlocks per branch in every module (4).
+    concat_branches: output every branch, upsampled to the highest resolution and concatenated
+      (the HRNetV2 representation of Sun et al. 2019), instead of the pose HRNet's fused
+      highest-resolution branch alone; the head then sees width x 15 channels, not width.
   """
 
   width: int = 32
@@ -42,6 +45,7 @@ class HRNetConfig:
   stage1_blocks: int = 4
   stage_modules: tuple[int, int, int] = (1, 4, 3)
   stage_blocks: int = 4
+  concat_branches: bool = False
 
   def branch_channels(self, num_branches: int) -> list[int]:
     return [self.width * 2**b for b in range(num_branches)]
@@ -199,7 +203,7 @@ def _transition(previous: list[int], current: list[int], dtype, rngs) -> nnx.Lis
 
 
 class HRNet(nnx.Module):
-  """The pose HRNet backbone: image [B, H, W, 3] -> features [B, H/4, W/4, width]."""
+  """The pose HRNet backbone: image [B, H, W, 3] -> features [B, H/4, W/4, out_channels]."""
 
   def __init__(self, config: HRNetConfig = HRNetConfig(), *, dtype=jnp.float32,
                rngs: nnx.Rngs):
@@ -222,13 +226,16 @@ class HRNet(nnx.Module):
       setattr(self, f"stage{stage}", nnx.List([
           HighResolutionModule(
               channels, config.stage_blocks,
-              multi_scale_output=not (last_stage and m == num_modules - 1),
+              multi_scale_output=(config.concat_branches
+                                  or not (last_stage and m == num_modules - 1)),
               dtype=dtype, rngs=rngs) for m in range(num_modules)
       ]))
       previous = channels
 
   @property
   def out_channels(self) -> int:
+    if self.config.concat_branches:
+      return sum(self.config.branch_channels(1 + len(self.config.stage_modules)))
     return self.config.width
 
   def __call__(self, images):
@@ -251,4 +258,7 @@ class HRNet(nnx.Module):
       branches = new_branches
       for module in getattr(self, f"stage{stage}"):
         branches = module(branches)
+    if self.config.concat_branches:
+      return jnp.concatenate([_upsample_nearest(x, 2**b) if b else x
+                              for b, x in enumerate(branches)], axis=-1)
     return branches[0]
