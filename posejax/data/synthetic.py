@@ -32,6 +32,8 @@ J = H36M.num_joints
 _INDEX = {name: i for i, name in enumerate(H36M.joint_names)}
 
 STREAMS = ("train_2d", "train_multiview", "validation", "test")
+# Camera distance from the subject, every split.
+CAMERA_DISTANCE_MM = (3000, 6000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +255,7 @@ def random_cameras(rng: np.random.Generator, num_views: int, target: np.ndarray,
   cameras = []
   for v in range(num_views):
     azimuth = start + v * spacing + rng.uniform(-0.3, 0.3) * spacing
-    distance = rng.uniform(3000, 6000)
+    distance = rng.uniform(*CAMERA_DISTANCE_MM)
     height = rng.uniform(1800, 2800) if held_out else rng.uniform(400, 2000)
     position = np.array([distance * np.sin(azimuth), height, distance * np.cos(azimuth)])
     aim = target + rng.normal(size=3) * 120
