@@ -67,11 +67,18 @@ def _checkpoint_manager(directory: str, keep: int = 3,
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
-def _restore(manager, state, step=None):
+def _restore(manager, state, step=None, weights_only: bool = False):
+  """The TrainState of a checkpoint; with `weights_only` a dict of its params and rest alone
+  (stage 2 from a stage-1 checkpoint whose optimiser may differ)."""
   step = manager.latest_step() if step is None else step
+  if weights_only:
+    state = {"params": state.params, "rest": state.rest}
   abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
   try:
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    args = (ocp.args.PyTreeRestore(
+        abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=True) if weights_only else ocp.args.StandardRestore(abstract))
+    return manager.restore(step, args=args)
   except Exception as error:  # orbax raises several types for damaged or foreign checkpoints
     raise RuntimeError(f"Cannot restore checkpoint {step} from {manager.directory}: it is "
                        f"damaged or was written by another model/config ({error})") from error
@@ -182,9 +189,9 @@ def _initial_state(config, manager, state):
     stage1 = _checkpoint_manager(os.path.join(config.init_from, "checkpoints"))
     if stage1.latest_step() is None:
       raise FileNotFoundError(f"init_from={config.init_from!r} holds no checkpoint")
-    previous = _restore(stage1, state)
-    state = state.replace(params=previous.params, rest=previous.rest)
-    print(f"initialised from {config.init_from} (step {int(previous.step)})", flush=True)
+    previous = _restore(stage1, state, weights_only=True)
+    state = state.replace(params=previous["params"], rest=previous["rest"])
+    print(f"initialised from {config.init_from} (step {stage1.latest_step()})", flush=True)
   return state
 
 
