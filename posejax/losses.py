@@ -160,6 +160,28 @@ def scale_bone_loss(poses, pose_mask, skeleton: Skeleton = H36M, scale: float = 
   return _masked_mean(jnp.square(length - scale), pose_mask)
 
 
+def scale_pair_tilt_loss(rel_depth, pose_mask, skeleton: Skeleton = H36M,
+                         max_gap: float = 0.7):
+  """Squared excess of the scale pair's depth gap |z^r_k - z^r_l| over `max_gap` (units of C),
+  averaged over the masked poses: the scale bone (the torso) must lie mostly across the line of
+  sight, at most ~45 degrees out of the image plane for 0.7.
+
+  METHOD.md assumes this where it takes the '+' root. Weak supervision needs it as a loss: with
+  the torso along the line of sight the reconstruction's root depth, hence the lateral extent
+  of every pose, tends to 0, and then constant depths that point every bone along the viewing
+  ray (right lengths, no lateral extent) make all views agree. Trained networks went there
+  (BUILD_NOTES.md, issue 6).
+
+  Args:
+    rel_depth: [..., J] scale-normalised relative depths.
+    pose_mask: [...] bool or weights.
+  """
+  k, l = skeleton.scale_pair
+  rel_depth = jnp.asarray(rel_depth, jnp.float32)
+  excess = jax.nn.relu(jnp.abs(rel_depth[..., k] - rel_depth[..., l]) - max_gap)
+  return _masked_mean(jnp.square(excess), pose_mask)
+
+
 def fully_supervised_loss(heatmaps, target_heatmaps, joint_mask, rel_depth, target_rel_depth,
                           depth_mask, *, psi: float = 5.0):
   """L_FS = L_H + psi L_Z.

@@ -208,3 +208,17 @@ def test_scale_bone_loss_is_zero_where_the_root_exists_and_pulls_vertex_poses_ba
   assert np.all(np.isfinite(gradient))
   assert gradient[k] > 0 > gradient[l]  # lowering the depth gap shortens the bone
   assert float(losses.scale_bone_loss(np.zeros((0, 17, 3)), np.zeros(0, bool))) == 0.0
+
+
+def test_scale_pair_tilt_loss_by_hand():
+  k, l = H36M.scale_pair
+  depths = np.zeros((3, 17), np.float32)
+  depths[0, k] = 0.5  # across the line of sight enough: no loss
+  depths[1, k], depths[1, l] = 0.6, -0.3  # gap 0.9: 0.2 too much
+  depths[2, k] = -1.7  # gap 1.7, but this pose is masked out
+  mask = np.array([True, True, False])
+  loss = losses.scale_pair_tilt_loss(depths, mask)
+  np.testing.assert_allclose(loss, (0.0 + 0.2**2) / 2, rtol=1e-5)
+  gradient = jax.grad(lambda d: losses.scale_pair_tilt_loss(d, mask))(jnp.asarray(depths))
+  assert gradient[1, k] > 0 > gradient[1, l]  # closing the gap lowers the loss
+  assert not np.any(gradient[0]) and not np.any(gradient[2])

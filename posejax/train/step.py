@@ -52,7 +52,8 @@ class Objective:
   # (through the softmax, whose gradient carries the temperature, 50): BUILD_NOTES.md, issue 6.
   losses_3d_move_2d: bool = True
   # Weight of `losses.scale_bone_loss` (zero at every solvable reconstruction; it keeps the
-  # depths where the root-depth quadratic has a root). Not part of L_B: ablations keep it.
+  # depths where the root-depth quadratic has a root) and `losses.scale_pair_tilt_loss` (the
+  # torso across the line of sight). Not part of L_B: ablations keep them.
   scale_weight: float = 1.0
   heatmap_sigma: float = 2.0  # Gaussian targets, in heatmap cells
 
@@ -129,13 +130,14 @@ def objective_terms(predictions: dict, batch: dict, objective: Objective, skelet
           poses, confidence * present[..., None].astype(jnp.float32), skeleton)
       # Every view, even one reconstructed behind the camera: its bone is too long all the same.
       terms["scale_bone"] = losses.scale_bone_loss(poses, view_mask, skeleton)
+      terms["scale_tilt"] = losses.scale_pair_tilt_loss(rel_depth, view_mask, skeleton)
   return terms
 
 
 def total_loss(terms: dict[str, jax.Array], objective: Objective) -> jax.Array:
   weights = {"heatmap": objective.heatmap_weight, "depth": objective.psi,
              "multiview": objective.alpha, "limb": objective.beta,
-             "scale_bone": objective.scale_weight}
+             "scale_bone": objective.scale_weight, "scale_tilt": objective.scale_weight}
   return sum(weights[name] * value for name, value in terms.items())
 
 
