@@ -29,6 +29,8 @@ def test_paper_recipe():
   assert config.model.name == "hrnet_w32" and config.data.options.h36m.image_size == 256
   assert (config.optim.learning_rate, tuple(config.optim.decay_steps), config.train.steps) == (
       5e-4, (50_000,), 60_000)
+  assert config.optim.clip_norm == 0 and config.batch.flip_probability == 0.5
+  assert config.objective.losses_3d_move_2d
 
 
 def test_unknown_mode_is_an_error():

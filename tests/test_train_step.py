@@ -114,35 +114,50 @@ def test_weak_supervision_refuses_3d_labels():
     step(state, fs_batch)
 
 
-# Summation order differs between 1 and 8 devices. Plain SGD passes that float noise on
-# linearly; Adam's update is ~lr * sign(g), so noise in near-zero gradients flips a few updates
-# by 2 lr and the flips compound (measured: 62 % of the parameters > 1e-5 apart after 3 Adam
-# steps at lr 2e-3, 7e-5 of them after one, each by <= 2 lr). So: 3 SGD steps on the smooth
-# 2D objective (measured: parameters 6e-7 apart), and 1 Adam step of the weak objective.
-@pytest.mark.parametrize("mode,optimizer,num_steps", [("2d", "sgd", 3), ("ws", "adam", 1)])
-def test_eight_devices_train_like_one(mode, optimizer, num_steps):
+def _on_devices(state, step, batch, devices, num_steps):
+  """`num_steps` jitted steps over a mesh of `devices`: (parameter update, last loss)."""
+  before = _flat(state.params)
+  mesh = train_step_lib.make_mesh(devices)
+  jitted = train_step_lib.jit_train_step(step, mesh)
+  state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  for _ in range(num_steps):
+    state, metrics = jitted(state, train_step_lib.shard_batch(batch, mesh))
+  return _flat(jax.device_get(state.params)) - before, float(metrics["loss"])
+
+
+def _flat(params):
+  return np.concatenate([np.asarray(x).ravel() for x in jax.tree_util.tree_leaves(params)])
+
+
+# Summation order differs between 1 and 8 devices; plain SGD passes that float noise on
+# linearly (Adam's ~lr sign(g) update would flip on near-zero gradients and compound).
+def test_eight_devices_train_like_one_2d():
   assert jax.device_count() == 8  # tests/conftest.py simulates 8 CPU devices
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
-    tx = optax.sgd(1e-3) if optimizer == "sgd" else None  # None: Adam at lr 2e-3
-    state, step, batch = _setup(mode, labeled=8, multiview=8, tx=tx)
-    mesh = train_step_lib.make_mesh(devices)
-    jitted = train_step_lib.jit_train_step(step, mesh)
-    state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    for _ in range(num_steps):
-      state, metrics = jitted(state, train_step_lib.shard_batch(batch, mesh))
-    results.append((jax.device_get(state.params), float(metrics["loss"])))
+    state, step, batch = _setup("2d", labeled=8, multiview=8, tx=optax.sgd(1e-3))
+    results.append(_on_devices(state, step, batch, devices, 3))
   (single, single_loss), (eight, eight_loss) = results
   assert eight_loss == pytest.approx(single_loss, rel=1e-5)
-  single = np.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(single)])
-  eight = np.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(eight)])
-  difference = np.abs(eight - single)
-  if optimizer == "sgd":
-    assert np.linalg.norm(eight - single) / np.linalg.norm(single) < 1e-5
-    assert difference.max() < 1e-5
-  else:  # a few sign flips of Adam's first update, each at most 2 lr
-    assert np.mean(difference > 1e-5) < 1e-3
-    assert difference.max() <= 2 * 2e-3 * 1.001
+  assert np.linalg.norm(eight - single) / np.linalg.norm(single) < 1e-4  # measured 1e-6
+
+
+def test_eight_devices_train_like_one_weakly_supervised():
+  # From random weights the weak objective is ill-conditioned (every joint near the crop
+  # centre: Procrustes of near-coincident points), and 1 and 8 devices gave updates 3.6 %
+  # apart; after 15 2D steps, as in training (stage 1 first), they agree to 1.5e-5.
+  state, pretrain, batch = _setup("2d", labeled=8, multiview=8)
+  state, _, _ = _fit(state, pretrain, {"labeled": batch["labeled"]}, 15)
+  pretrained = jax.device_get((state.params, state.rest))
+  updates = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    _, step, ws_batch = _setup("ws", labeled=8, multiview=8, tx=optax.sgd(1.0))
+    params, rest = jax.tree_util.tree_map(np.array, pretrained)
+    state = train_step_lib.TrainState(step=np.int32(0), params=params, rest=rest,
+                                      opt_state=optax.sgd(1.0).init(params))
+    updates.append(_on_devices(state, step, ws_batch, devices, 1)[0])
+  single, eight = updates
+  assert np.linalg.norm(eight - single) / np.linalg.norm(single) < 1e-4
 
 
 @pytest.mark.parametrize("mode", ["fs", "ws"])

@@ -55,6 +55,7 @@ class Objective:
   # depths where the root-depth quadratic has a root) and `losses.scale_pair_tilt_loss` (the
   # torso across the line of sight). Not part of L_B: ablations keep them.
   scale_weight: float = 1.0
+  max_scale_pair_gap: float = 0.7  # `losses.scale_pair_tilt_loss`'s max_gap
   heatmap_sigma: float = 2.0  # Gaussian targets, in heatmap cells
 
   def __post_init__(self):
@@ -130,7 +131,8 @@ def objective_terms(predictions: dict, batch: dict, objective: Objective, skelet
           poses, confidence * present[..., None].astype(jnp.float32), skeleton)
       # Every view, even one reconstructed behind the camera: its bone is too long all the same.
       terms["scale_bone"] = losses.scale_bone_loss(poses, view_mask, skeleton)
-      terms["scale_tilt"] = losses.scale_pair_tilt_loss(rel_depth, view_mask, skeleton)
+      terms["scale_tilt"] = losses.scale_pair_tilt_loss(
+          rel_depth, view_mask, skeleton, max_gap=objective.max_scale_pair_gap)
   return terms
 
 
