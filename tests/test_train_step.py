@@ -171,7 +171,8 @@ def test_3d_losses_move_the_2d_only_when_allowed(mode, moves_2d):
   stream = {"camera": camera[None], "view_mask": np.ones((1, 2), bool)}
   if mode == "fs":
     stream.update(joints_3d=sample["joints_3d"][None], has_3d=np.ones((1, 2), bool),
-                  joints_2d=sample["joints_2d"][None], joints_2d_mask=sample["joints_2d_mask"][None])
+                  joints_2d=sample["joints_2d"][None],
+                  joints_2d_mask=sample["joints_2d_mask"][None])
   batch = {"multiview": stream, "image_size": 64}
   heatmaps = losses.heatmap_targets(sample["joints_2d"], (16, 16))
   depth = geometry.relative_depth_target(sample["joints_3d"]) + 0.1  # an imperfect guess

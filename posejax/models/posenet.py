@@ -69,8 +69,9 @@ class PoseNet(nnx.Module):
 
     Returns:
       dict of float32 arrays (bool for `valid`): heatmaps [..., h, w, J], depthmaps
-      [..., h, w, J], probabilities [..., h, w, J] (the spatial softmax), joints_2d [..., J, 2] (crop pixels), rel_depth [..., J], confidence
-      [..., J], root_depth [...], pose_3d [..., J, 3] (scale-normalised), valid [...].
+      [..., h, w, J], probabilities [..., h, w, J] (the spatial softmax), joints_2d [..., J, 2]
+      (crop pixels), rel_depth [..., J], confidence [..., J], root_depth [...], pose_3d
+      [..., J, 3] (scale-normalised), valid [...].
     """
     heatmaps, depthmaps = self.maps(images)
     stride = images.shape[-3] // heatmaps.shape[-3]
