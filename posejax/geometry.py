@@ -286,7 +286,8 @@ def _solve_root_depth(rays, rel_depth, skeleton, scale, invertible):
   return jnp.where(jnp.isfinite(depth), depth, 0.0), valid
 
 
-def reconstruct(joints_2d, rel_depth, camera, skeleton: Skeleton = H36M, scale: float = 1.0):
+def reconstruct(joints_2d, rel_depth, camera, skeleton: Skeleton = H36M, scale: float = 1.0,
+                *, root_gradient: bool = True):
   """Layer 2 of the method: 2.5D pose + K -> scale-normalised absolute 3D pose.
 
   `P^_j = (Z^_root + z^r_j) K^-1 [x_j, y_j, 1]` with Z^_root from `root_depth`.
@@ -297,6 +298,8 @@ def reconstruct(joints_2d, rel_depth, camera, skeleton: Skeleton = H36M, scale: 
     camera: [..., 3, 3] crop camera K.
     skeleton: gives the scale pair.
     scale: C.
+    root_gradient: differentiate through the root-depth solve (METHOD.md does). False holds
+      Z^_root constant in the gradient: a depth then moves its joint along its own ray only.
 
   Returns:
     (pose_3d [..., J, 3], root_depth [...], valid [...] bool), float32, finite for finite input.
@@ -304,6 +307,8 @@ def reconstruct(joints_2d, rel_depth, camera, skeleton: Skeleton = H36M, scale: 
   rays, invertible = _back_project(joints_2d, camera)
   rays, rel_depth = _clamp_magnitude(rays, rel_depth)
   depth, valid = _solve_root_depth(rays, rel_depth, skeleton, scale, invertible)
+  if not root_gradient:
+    depth = jax.lax.stop_gradient(depth)
   pose = (depth[..., None] + rel_depth)[..., None] * rays
   return pose, depth, valid
 

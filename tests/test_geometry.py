@@ -109,6 +109,26 @@ def test_reconstruct_is_batched_and_vmappable():
   np.testing.assert_allclose(batched, normalized, atol=1e-4)
 
 
+def test_reconstruct_without_root_gradient_moves_each_joint_along_its_own_ray():
+  rng = np.random.default_rng(1)
+  pose = rng.normal(size=(17, 3)) * 200 + np.array([0, 0, 4000])
+  pose[8] = pose[0] + np.array([50, -500, 100])  # a torso mostly across the line of sight
+  camera = crop_camera(1000, 1, (500, 500), 0.3, 0.25, (10, 20), False)
+  joints_2d = geometry.project(pose, camera)
+  rel_depth = geometry.relative_depth_target(pose)
+  pose_of = lambda z, grad: geometry.reconstruct(joints_2d, z, camera,  # noqa: E731
+                                                 root_gradient=grad)[0]
+  np.testing.assert_array_equal(pose_of(rel_depth, False), pose_of(rel_depth, True))
+  # d P_j / d z_i: [J, 3, J]. Without the root's gradient only i == j is left, and it is the ray.
+  held = jax.jacobian(pose_of)(rel_depth, False)
+  full = jax.jacobian(pose_of)(rel_depth, True)
+  rays = pose_of(rel_depth, True) / (pose_of(rel_depth, True)[:, 2:])
+  np.testing.assert_allclose(held, np.eye(17)[:, None, :] * np.asarray(rays)[:, :, None],
+                             atol=1e-6)
+  k, l = H36M.scale_pair
+  assert np.abs(full[:, :, k]).max() > 1e-3 and np.abs(full[:, :, l]).max() > 1e-3
+
+
 def _all_finite(tree):
   return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(tree))
 

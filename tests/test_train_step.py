@@ -160,14 +160,13 @@ def test_eight_devices_train_like_one_weakly_supervised():
   assert np.linalg.norm(eight - single) / np.linalg.norm(single) < 1e-4
 
 
-@pytest.mark.parametrize("mode", ["fs", "ws"])
-@pytest.mark.parametrize("moves_2d", [True, False])
-def test_3d_losses_move_the_2d_only_when_allowed(mode, moves_2d):
+def _objective_and_gradients(objective):
+  """(loss, d loss / d heatmaps, d loss / d depth maps) of `objective` on two views of a
+  synthetic sample, with ground-truth heatmaps and depths 0.1 off."""
+  mode = objective.mode
   sample = synthetic.sample(synthetic.SyntheticConfig(image_size=64, num_views=2,
                                                       motion="procedural"), "test", 0)
   camera = jax.numpy.asarray(sample["camera"])
-  # heatmap_weight 0: only the 3D losses can reach the heatmaps.
-  objective = train_step_lib.Objective(mode=mode, heatmap_weight=0.0, losses_3d_move_2d=moves_2d)
   stream = {"camera": camera[None], "view_mask": np.ones((1, 2), bool)}
   if mode == "fs":
     stream.update(joints_3d=sample["joints_3d"][None], has_3d=np.ones((1, 2), bool),
@@ -189,6 +188,23 @@ def test_3d_losses_move_the_2d_only_when_allowed(mode, moves_2d):
     terms = train_step_lib.objective_terms(predictions, batch, objective, H36M, 0)
     return train_step_lib.total_loss(terms, objective)
 
-  grad_heatmaps, grad_depthmaps = jax.grad(objective_of, argnums=(0, 1))(heatmaps, depthmaps)
+  loss, grads = jax.value_and_grad(objective_of, argnums=(0, 1))(heatmaps, depthmaps)
+  return (loss, *grads)
+
+
+@pytest.mark.parametrize("mode", ["fs", "ws"])
+@pytest.mark.parametrize("moves_2d", [True, False])
+def test_3d_losses_move_the_2d_only_when_allowed(mode, moves_2d):
+  # heatmap_weight 0: only the 3D losses can reach the heatmaps.
+  _, grad_heatmaps, grad_depthmaps = _objective_and_gradients(train_step_lib.Objective(
+      mode=mode, heatmap_weight=0.0, losses_3d_move_2d=moves_2d))
   assert np.abs(grad_depthmaps).max() > 0
   assert (np.abs(grad_heatmaps).max() > 0) == moves_2d
+
+
+def test_root_depth_gradient_changes_the_gradient_not_the_loss():
+  held, full = (_objective_and_gradients(train_step_lib.Objective(
+      mode="ws", losses_3d_move_2d=False, root_depth_gradient=flag)) for flag in (False, True))
+  assert float(held[0]) == float(full[0]) > 0
+  difference = np.abs(held[2] - full[2]).max()
+  assert difference > 1e-3 * np.abs(full[2]).max()

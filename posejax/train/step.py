@@ -56,6 +56,11 @@ class Objective:
   # torso across the line of sight). Not part of L_B: ablations keep them.
   scale_weight: float = 1.0
   max_scale_pair_gap: float = 0.7  # `losses.scale_pair_tilt_loss`'s max_gap
+  # Whether L_MC, L_B and the scale terms differentiate through the root-depth solve
+  # (METHOD.md: they do). Its gradient couples every joint to the scale pair's depths and is
+  # unbounded where the discriminant nears 0; with it, free per-view depths fitted to ground-
+  # truth 2D drift away from the true depths (BUILD_NOTES.md, issue 6, session 4).
+  root_depth_gradient: bool = True
   heatmap_sigma: float = 2.0  # Gaussian targets, in heatmap cells
 
   def __post_init__(self):
@@ -116,15 +121,18 @@ def objective_terms(predictions: dict, batch: dict, objective: Objective, skelet
       depth_mask = (stream["has_3d"] & view_mask)[..., None] & jnp.ones_like(target, bool)
       terms["depth"] = losses.depth_loss(rel_depth, target, depth_mask)
     else:
-      poses, confidence = view(predictions["pose_3d"]), view(predictions["confidence"])
+      joints_2d = view(predictions["joints_2d"])
       if not objective.losses_3d_move_2d:
-        poses, _, _ = geometry.reconstruct(jax.lax.stop_gradient(view(predictions["joints_2d"])),
-                                           rel_depth, batch["multiview"]["camera"], skeleton)
+        joints_2d = jax.lax.stop_gradient(joints_2d)
+      poses, root_depth, _ = geometry.reconstruct(
+          joints_2d, rel_depth, batch["multiview"]["camera"], skeleton,
+          root_gradient=objective.root_depth_gradient)
+      confidence = view(predictions["confidence"])
       # Poses in front of the camera count, including those whose discriminant is negative
       # (reconstructed at the vertex, the scale bone as close to C as it gets): dropping them
       # would let the network escape L_MC and L_B by making every reconstruction "invalid",
       # which it learnt to do (BUILD_NOTES.md, issue 6).
-      present = view_mask & (view(predictions["root_depth"]) > 0)
+      present = view_mask & (root_depth > 0)
       terms["multiview"] = losses.multiview_consistency_loss(
           poses, confidence, present, with_scale=objective.with_scale)
       terms["limb"] = losses.limb_length_loss(
