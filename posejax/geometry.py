@@ -299,17 +299,13 @@ def reconstruct(joints_2d, rel_depth, camera, skeleton: Skeleton = H36M, scale: 
     skeleton: gives the scale pair.
     scale: C.
     root_gradient: differentiate through the root-depth solve (METHOD.md does). False holds
-      Z^_root constant in the gradient: a depth then moves its joint along its own ray only,
-      relative to the root's (z^r_root is 0 by definition; the pose does not depend on it, and
-      without the solve's gradient nothing would hold it).
+      Z^_root constant in the gradient: a depth then moves its joint along its own ray only.
 
   Returns:
     (pose_3d [..., J, 3], root_depth [...], valid [...] bool), float32, finite for finite input.
   """
   rays, invertible = _back_project(joints_2d, camera)
   rays, rel_depth = _clamp_magnitude(rays, rel_depth)
-  if not root_gradient:
-    rel_depth = rel_depth - rel_depth[..., skeleton.root, None]
   depth, valid = _solve_root_depth(rays, rel_depth, skeleton, scale, invertible)
   if not root_gradient:
     depth = jax.lax.stop_gradient(depth)
