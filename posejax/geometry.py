@@ -300,6 +300,9 @@ def reconstruct(joints_2d, rel_depth, camera, skeleton: Skeleton = H36M, scale: 
     scale: C.
     root_gradient: differentiate through the root-depth solve (METHOD.md does). False holds
       Z^_root constant in the gradient: a depth then moves its joint along its own ray only.
+      The depths' common offset, which the pose does not depend on, then has a gradient and
+      drifts; harmless (measuring the depths from the root's instead trained worse:
+      BUILD_NOTES.md, issue 6, session 4).
 
   Returns:
     (pose_3d [..., J, 3], root_depth [...], valid [...] bool), float32, finite for finite input.
