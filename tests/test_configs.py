@@ -30,7 +30,7 @@ def test_paper_recipe():
   assert (config.optim.learning_rate, tuple(config.optim.decay_steps), config.train.steps) == (
       5e-4, (50_000,), 60_000)
   assert config.optim.clip_norm == 0 and config.batch.flip_probability == 0.5
-  assert config.objective.losses_3d_move_2d
+  assert config.objective.losses_3d_move_2d and config.objective.root_depth_gradient
 
 
 def test_unknown_mode_is_an_error():

@@ -49,7 +49,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
                                                  heatmap_sigma=2.0,
                                                  losses_3d_move_2d=False, scale_weight=1.0,
                                                  max_scale_pair_gap=0.4,
-                                                 root_depth_gradient=True))
+                                                 root_depth_gradient=False))
   config.train = config_dict.ConfigDict(dict(
       steps=3000,
       stage1_steps=2000,  # 2D warm-up (mode "2d") before the mode's objective, in the same run
