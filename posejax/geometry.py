@@ -300,15 +300,17 @@ def reconstruct(joints_2d, rel_depth, camera, skeleton: Skeleton = H36M, scale: 
     scale: C.
     root_gradient: differentiate through the root-depth solve (METHOD.md does). False holds
       Z^_root constant in the gradient: a depth then moves its joint along its own ray only.
-      The depths' common offset, which the pose does not depend on, then has a gradient and
-      drifts; harmless (measuring the depths from the root's instead trained worse:
-      BUILD_NOTES.md, issue 6, session 4).
+      The depths' common offset, which the pose does not depend on, is taken out of the
+      gradient (depths measured from their mean over the joints): otherwise it drifts, and a
+      network's relative depths drift with it (BUILD_NOTES.md, issue 6, session 4).
 
   Returns:
     (pose_3d [..., J, 3], root_depth [...], valid [...] bool), float32, finite for finite input.
   """
   rays, invertible = _back_project(joints_2d, camera)
   rays, rel_depth = _clamp_magnitude(rays, rel_depth)
+  if not root_gradient:
+    rel_depth = rel_depth - jnp.mean(rel_depth, axis=-1, keepdims=True)
   depth, valid = _solve_root_depth(rays, rel_depth, skeleton, scale, invertible)
   if not root_gradient:
     depth = jax.lax.stop_gradient(depth)
