@@ -44,6 +44,10 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.optim = config_dict.ConfigDict(dict(learning_rate=5e-4, decay_steps=(2000,),
                                              decay_factor=0.1,
                                              clip_norm=1.0))  # > 0: clip the gradient norm
+  # root_depth_gradient=False: the 3D losses move each joint along its own ray, not through
+  # the root-depth solve. With that gradient (METHOD.md's), free depths fitted to ground-truth
+  # 2D walk away from the truth, and ws lost to the flat depth of the 2D stage (BUILD_NOTES.md,
+  # issue 6, session 4).
   config.objective = config_dict.ConfigDict(dict(heatmap_weight=1.0, psi=5.0, alpha=0.1,
                                                  beta=1.0, with_scale=False,
                                                  heatmap_sigma=2.0,
@@ -51,7 +55,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
                                                  max_scale_pair_gap=0.4,
                                                  root_depth_gradient=False))
   config.train = config_dict.ConfigDict(dict(
-      steps=3000,
+      steps=4000,
       stage1_steps=2000,  # 2D warm-up (mode "2d") before the mode's objective, in the same run
       log_every=50, checkpoint_every=250,
       validate_every=250,  # validation MPJPE; the best checkpoint is kept in workdir/best
