@@ -25,6 +25,9 @@ _MAX_GEOMETRY_MAGNITUDE = 1e4
 # point and the root depth is not determined: `valid` is False.
 _MIN_QUADRATIC_A = 1e-10
 _TINY = 1e-30
+# Products in full float32: GPUs otherwise run float32 matmuls as TF32 (10-bit mantissa), which
+# put Procrustes fits 1e-3 off on an H100 (BUILD_NOTES.md). These contractions are tiny.
+_FULL_FLOAT32 = jax.lax.Precision.HIGHEST
 
 
 def _as_f32(x):
@@ -72,8 +75,8 @@ def softargmax(heatmaps, *, temperature: float = 50.0, stride: int = 4):
   logits = temperature * heatmaps.reshape(*batch, height * width, num_joints)
   probabilities = jax.nn.softmax(logits, axis=-2).reshape(heatmaps.shape)
   xs, ys = heatmap_grid(height, width, stride)
-  x = jnp.einsum("...hwj,w->...j", probabilities, xs)
-  y = jnp.einsum("...hwj,h->...j", probabilities, ys)
+  x = jnp.einsum("...hwj,w->...j", probabilities, xs, precision=_FULL_FLOAT32)
+  y = jnp.einsum("...hwj,h->...j", probabilities, ys, precision=_FULL_FLOAT32)
   return jnp.stack([x, y], axis=-1), probabilities
 
 
@@ -171,7 +174,7 @@ def _back_project(points_2d, camera):
   inverse, invertible = _inverse_3x3(_as_f32(camera))
   points_2d = _as_f32(points_2d)
   homogeneous = jnp.concatenate([points_2d, jnp.ones_like(points_2d[..., :1])], axis=-1)
-  rays = jnp.einsum("...ij,...nj->...ni", inverse, homogeneous)
+  rays = jnp.einsum("...ij,...nj->...ni", inverse, homogeneous, precision=_FULL_FLOAT32)
   # Normalise to z = 1 exactly (the last row of K is (0, 0, 1), so this only removes rounding).
   z = rays[..., 2:]
   rays = _safe_divide(rays, z, jnp.abs(z) > _TINY)
@@ -188,7 +191,8 @@ def project(points_3d, camera):
   Returns:
     [..., J, 2] float32 pixel positions (0 for points on the camera plane Z = 0).
   """
-  image = jnp.einsum("...ij,...nj->...ni", _as_f32(camera), _as_f32(points_3d))
+  image = jnp.einsum("...ij,...nj->...ni", _as_f32(camera), _as_f32(points_3d),
+                     precision=_FULL_FLOAT32)
   depth = image[..., 2:]
   return _safe_divide(image[..., :2], depth, jnp.abs(depth) > _TINY)
 

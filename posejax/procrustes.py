@@ -8,7 +8,11 @@ the loss does.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+
+# Full float32 products: a GPU would otherwise run these as TF32 (see posejax/geometry.py).
+_FULL_FLOAT32 = jax.lax.Precision.HIGHEST
 
 
 def _weighted_mean(points, weights, total):
@@ -47,14 +51,15 @@ def similarity_transform(source, target, weights=None, with_scale: bool = True):
   source_centered = source - source_mean[..., None, :]
   target_centered = target - target_mean[..., None, :]
   covariance = jnp.einsum("...n,...ni,...nj->...ij", weights, target_centered,
-                          source_centered) / total[..., None, None]
+                          source_centered, precision=_FULL_FLOAT32) / total[..., None, None]
   u, singular_values, vt = jnp.linalg.svd(covariance)
   # Flip the axis of the smallest singular value if U V^T would be a reflection.
   sign = jnp.sign(jnp.linalg.det(u) * jnp.linalg.det(vt))
   sign = jnp.where(sign == 0, 1.0, sign)
   correction = jnp.concatenate(
       [jnp.ones(sign.shape + (2,), jnp.float32), sign[..., None]], axis=-1)
-  rotation = jnp.einsum("...ij,...j,...jk->...ik", u, correction, vt)
+  rotation = jnp.einsum("...ij,...j,...jk->...ik", u, correction, vt,
+                        precision=_FULL_FLOAT32)
 
   if with_scale:
     source_variance = jnp.sum(weights * jnp.sum(jnp.square(source_centered), -1), -1) / total
@@ -67,14 +72,15 @@ def similarity_transform(source, target, weights=None, with_scale: bool = True):
   eye = jnp.broadcast_to(jnp.eye(3, dtype=jnp.float32), rotation.shape)
   rotation = jnp.where(has_weight[..., None, None], rotation, eye)
   scale = jnp.where(has_weight, scale, 1.0)
-  translation = target_mean - scale[..., None] * jnp.einsum("...ij,...j->...i", rotation,
-                                                           source_mean)
+  translation = target_mean - scale[..., None] * jnp.einsum(
+      "...ij,...j->...i", rotation, source_mean, precision=_FULL_FLOAT32)
   return scale, rotation, translation
 
 
 def apply_transform(points, scale, rotation, translation):
   """`scale * rotation @ p + translation` for points [..., N, 3]."""
-  return (scale[..., None, None] * jnp.einsum("...ij,...nj->...ni", rotation, points)
+  return (scale[..., None, None]
+          * jnp.einsum("...ij,...nj->...ni", rotation, points, precision=_FULL_FLOAT32)
           + translation[..., None, :])
 
 

@@ -48,13 +48,35 @@ def test_peak_flops_lookup():
   assert benchmark.peak_flops("cpu", "float32") is None
 
 
+def _conv(images, kernel, groups=1):
+  return jax.lax.conv_general_dilated(images, kernel, (1, 1), "SAME", feature_group_count=groups,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_matmul_flops_counts_convolutions_products_and_their_gradients():
+  images, kernel = np.ones((2, 16, 16, 8), np.float32), np.ones((3, 3, 8, 12), np.float32)
+  forward = 2 * (2 * 16 * 16 * 12) * (3 * 3 * 8)  # 2 x outputs x MACs per output
+  assert benchmark.matmul_flops(_conv, images, kernel) == forward
+  # the gradient of the input and of the kernel cost one convolution each
+  both_gradients = jax.grad(lambda x, w: _conv(x, w).sum(), argnums=(0, 1))
+  assert benchmark.matmul_flops(both_gradients, images, kernel) == 3 * forward
+  grouped = np.ones((3, 3, 2, 12), np.float32)  # 4 groups of 2 input channels
+  assert benchmark.matmul_flops(lambda x, w: _conv(x, w, 4), images, grouped) == forward / 4
+  a, b = np.ones((5, 7), np.float32), np.ones((7, 3), np.float32)
+  assert benchmark.matmul_flops(jax.numpy.dot, a, b) == 2 * 5 * 7 * 3
+  loop = lambda a: jax.lax.scan(lambda c, _: (c @ b @ b.T, None), a, None, length=4)[0]
+  assert benchmark.matmul_flops(jax.jit(loop), a) == 4 * 2 * (2 * 5 * 7 * 3)
+
+
 def test_train_case_times_the_sharded_step_and_the_pipeline_feeds_the_same_batch():
   config = benchmark.train_config("ws:hrnet_w8_small:32:2:2")
   config.data.update(motion="procedural", occluder_probability=0.0)
   row = benchmark.train_case(config, jax.devices()[:2], repeats=1)
-  assert (row["case"], row["devices"], row["device"]) == ("ws hrnet_w8_small 32px 2+2x4", 2, "cpu")
+  assert (row["case"], row["devices"], row["device"]) == ("ws hrnet_w8_small 32px float32 2+2x4", 2,
+                                                          "cpu")
   assert row["compile_s"] > 0
   assert row["train_img_s"] == pytest.approx(10 / (row["step_ms"] / 1e3))  # 2 + 2 x 4 images
+  assert row["gflop_img"] > 0 and "peak_frac" not in row  # no peak FLOP/s known for a CPU
   source = pipeline.synthetic_source(synthetic.config_from(config.data))
   assert benchmark.pipeline_rate(source, config, workers=0, num_batches=1) > 0
 
@@ -63,6 +85,10 @@ def test_train_cases_parse_and_refuse_malformed_ones():
   config = benchmark.train_config("2d:hrnet_w32:256:4:8")
   assert (config.mode, config.model.name, config.data.image_size) == ("2d", "hrnet_w32", 256)
   assert (config.batch.labeled, config.batch.multiview) == (4, 0)  # 2d has no multi-view stream
-  with pytest.raises(ValueError, match="'ws:hrnet_w8_small:128' is not mode:model"):
-    benchmark.train_config("ws:hrnet_w8_small:128")
+  assert config.model.dtype == "float32"
+  assert benchmark.train_config("ws:hrnet_w32:256:4:8:bfloat16").model.dtype == "bfloat16"
+  for malformed in ("ws:hrnet_w8_small:128", "ws:hrnet_w32:256:4:8:float17",
+                    "ws:hrnet_w32:256:4:8:bfloat16:x"):
+    with pytest.raises(ValueError, match=f"'{malformed}' is not mode:model"):
+      benchmark.train_config(malformed)
   assert benchmark._device_counts(["1", "all", "2"]) == sorted({1, 2, os.cpu_count()})
