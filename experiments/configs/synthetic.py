@@ -6,9 +6,10 @@
 The colon argument is the training mode: "ws" (weakly supervised, the default), "fs" (fully
 supervised baseline) or "2d" (stage-1 2D pretraining only). Sized for a 2-core CPU: the small
 HRNet with all resolutions to the head, 64 px crops, 2000 steps of 2D pretraining at 5e-4, then
-1000 of the mode at 5e-5, in one run. Measured on a 2-core CPU (BUILD_NOTES.md, issue 6):
-7.0 minutes for ":ws", held-out MPJPE 283.3 mm, worse than the 242 mm of the 2D stage's flat
-depth: weak supervision does not work yet at this budget.
+2000 of the mode at 5e-5, in one run. Measured on a 2-core CPU (BUILD_NOTES.md, issue 6):
+10.4 minutes for ":ws", held-out MPJPE 201.0 mm (the 2D stage's flat depth: 245.9 mm). The 3D
+losses' gradient holds the root depth constant (objective.root_depth_gradient=False; the
+landscape that made this necessary is in BUILD_NOTES.md).
 """
 
 from ml_collections import config_dict
