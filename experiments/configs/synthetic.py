@@ -55,6 +55,11 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
                                                  losses_3d_move_2d=False, scale_weight=1.0,
                                                  max_scale_pair_gap=0.4,
                                                  root_depth_gradient=False))
+  # The pseudo-label regulariser of METHOD.md section 4: the stage-1 model's confident 2D
+  # joints on the multi-view images, trained on with L_H in mode "ws" (needs a finite
+  # multi-view stream: in_memory, a data dir or a dataset).
+  config.pseudo_labels = config_dict.ConfigDict(dict(enabled=False, threshold=0.5,
+                                                     batch_size=64))
   config.train = config_dict.ConfigDict(dict(
       steps=4000,
       stage1_steps=2000,  # 2D warm-up (mode "2d") before the mode's objective, in the same run

@@ -6,6 +6,9 @@ A batch is a dict with two sub-dicts (DESIGN.md keys):
 - "multiview": image [S, V, H, W, 3], camera [S, V, 3, 3], view_mask [S, V]; in mode "fs" also
   joints_2d, joints_2d_mask, joints_3d, has_3d with the same leading axes. In mode "ws" the
   multi-view stream carries NO labels at all: weak supervision cannot read what is not there.
+  The one exception is the pseudo-label regulariser (METHOD.md section 4): a source wrapped by
+  `with_pseudo_labels` gives joints_2d / joints_2d_mask that the stage-1 2D model predicted,
+  never the dataset's own.
 Mode "2d" (stage-1 pretraining) has only the labeled stream.
 With augmentation on, each stream also carries "augmentation": [B, 3, 3] / [S, V, 3, 3] crop
 matrices sampled here (one flip decision per multi-view sample, scale and rotation per view);
@@ -32,6 +35,9 @@ from posejax.data import augment, synthetic
 MODES = ("2d", "fs", "ws")
 _AUGMENTATION_SALT = 0x5A17
 _LABEL_KEYS = ("joints_2d", "joints_2d_mask")
+# A sample's 2D pseudo labels (`with_pseudo_labels`): they become the multi-view stream's
+# joints_2d / joints_2d_mask in mode "ws", where the dataset's own labels are left out.
+PSEUDO_LABEL_KEYS = ("pseudo_joints_2d", "pseudo_joints_2d_mask")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +109,14 @@ def _multiview_keys(mode: str) -> tuple[str, ...]:
   return keys + _LABEL_KEYS + ("joints_3d",) if mode == "fs" else keys
 
 
+def _multiview_views(sample: dict, mode: str) -> dict[str, np.ndarray]:
+  """The keys of a multi-view sample that a batch of `mode` may carry."""
+  views = {k: sample[k] for k in _multiview_keys(mode)}
+  if mode == "ws" and PSEUDO_LABEL_KEYS[0] in sample:
+    views.update({label: sample[pseudo] for label, pseudo in zip(_LABEL_KEYS, PSEUDO_LABEL_KEYS)})
+  return views
+
+
 Source = Callable[[str, int], dict]
 
 
@@ -123,7 +137,35 @@ def finite_source(source: Source, sizes: dict[str, int]) -> Source:
       cache[key] = source(*key)
     return cache[key]
 
+  cached.sizes = dict(sizes)
   return cached
+
+
+def with_pseudo_labels(source: Source, joints_2d: np.ndarray, joints_2d_mask: np.ndarray
+                       ) -> Source:
+  """`source` whose multi-view training samples also carry 2D pseudo labels.
+
+  Args:
+    source: (stream, index) -> sample; its "train_multiview" stream has N samples (index i
+      reads sample i mod N, as every finite source here does).
+    joints_2d: [N, V, J, 2] crop pixels of every view of the N samples (V: the most views a
+      sample has; fewer views read the first ones).
+    joints_2d_mask: [N, V, J] bool, the joints confident enough to train on.
+  """
+  if joints_2d.shape[:-1] != joints_2d_mask.shape:
+    raise ValueError(f"Pseudo labels {joints_2d.shape} and mask {joints_2d_mask.shape} differ")
+
+  def labelled(stream: str, index: int) -> dict:
+    sample = source(stream, index)
+    if stream != "train_multiview":
+      return sample
+    views = len(sample["image"])
+    i = index % len(joints_2d)
+    return dict(sample, pseudo_joints_2d=joints_2d[i, :views],
+                pseudo_joints_2d_mask=joints_2d_mask[i, :views])
+
+  labelled.sizes = getattr(source, "sizes", {})
+  return labelled
 
 
 def make_batch(source: Source, spec: BatchSpec, step: int, *, process_index: int = 0,
@@ -148,9 +190,8 @@ def make_batch(source: Source, spec: BatchSpec, step: int, *, process_index: int
     indices = [step * spec.multiview + i for i in _local_slice(spec.multiview, process_index,
                                                                     process_count)]
     samples = _map(executor, lambda i: source("train_multiview", i), indices)
-    keys = _multiview_keys(spec.mode)
     rngs = [_sample_rng(seed, "train_multiview", i) for i in indices]
-    chosen = [select_views({k: s[k] for k in keys}, spec.num_views, rng)
+    chosen = [select_views(_multiview_views(s, spec.mode), spec.num_views, rng)
               for s, rng in zip(samples, rngs)]
     multiview = _stack(chosen)
     if spec.mode == "fs":

@@ -127,4 +127,5 @@ def prepared_source(config: synthetic.SyntheticConfig, sizes: dict[str, int], da
   def source(stream: str, index: int) -> dict:
     return from_record(sources[stream][index % len(sources[stream])], stream)
 
+  source.sizes = {stream: len(records) for stream, records in sources.items()}
   return source

@@ -30,6 +30,7 @@ from posejax.models import create_model
 from posejax.models.inference import predict_metric
 from posejax.skeleton import H36M
 from posejax.train import optimizer as optim
+from posejax.train import pseudo_labels
 from posejax.train import step as step_lib
 
 
@@ -139,9 +140,14 @@ def restore_model(workdir: str, step: int | None = None):
   """
   config = load_config(workdir)
   graphdef, state = _restored(config, os.path.join(workdir, "checkpoints"), step)
+  return _model(graphdef, state), config
+
+
+def _model(graphdef, state) -> nnx.Module:
+  """The model of a TrainState, in eval mode (BatchNorm running averages)."""
   model = nnx.merge(graphdef, nnx.merge_state(state.params, state.rest))
   model.eval()
-  return model, config
+  return model
 
 
 def evaluate_workdir(config, workdir: str, checkpoint: str = "latest") -> dict:
@@ -193,6 +199,19 @@ def _initial_state(config, manager, state):
     state = state.replace(params=previous["params"], rest=previous["rest"])
     print(f"initialised from {config.init_from} (step {stage1.latest_step()})", flush=True)
   return state
+
+
+def _train_source(config, mode: str, source, graphdef, state, workdir: str):
+  """The source that a phase trains on: in mode "ws" with `pseudo_labels.enabled`, its
+  multi-view samples carry the 2D pseudo labels of the model at the start of the phase (the
+  stage-1 model; a resumed run reads the ones it made then from the workdir)."""
+  settings = config.get("pseudo_labels", {})
+  if mode != "ws" or not settings.get("enabled"):
+    return source
+  labels = pseudo_labels.load_or_predict(
+      workdir, _model(graphdef, state), source, threshold=settings.threshold,
+      batch_size=settings.batch_size, write=jax.process_index() == 0)
+  return pipeline.with_pseudo_labels(source, labels["joints_2d"], labels["joints_2d_mask"])
 
 
 def _metric_writer(workdir: str):
@@ -259,7 +278,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if batches is not None:
           batches.close()
         spec = pipeline.BatchSpec(mode=mode, **config.batch)
-        batches = pipeline.batches(source, spec, start_step=step,
+        batches = pipeline.batches(_train_source(config, mode, source, graphdef, state,
+                                                 workdir), spec, start_step=step,
                                    process_index=jax.process_index(),
                                    process_count=jax.process_count(), seed=config.seed,
                                    workers=config.data.workers)
@@ -343,7 +363,7 @@ def evaluate(graphdef, state, config, *, stream: str = "test", samples: int | No
   section 5). When samples carry an "action", the same metrics per action go to
   results["per_action"]."""
   source = _source(config) if source is None else source
-  model = nnx.merge(graphdef, nnx.merge_state(state.params, state.rest))
+  model = _model(graphdef, state)
   count = config.eval.samples if samples is None else samples
   size = getattr(source, "sizes", {}).get(stream)  # datasets know how many samples they hold
   if size is not None:

@@ -8,7 +8,9 @@ Modes (METHOD.md section 4):
   "2d": L_H on the 2D-labeled stream (stage-1 pretraining).
   "fs": L_H + psi L_Z; the multi-view views carry 2D and 3D labels in this mode.
   "ws": L_H + alpha L_MC + beta L_B; the multi-view stream has no labels (the step refuses a
-        batch that carries 3D labels: weak supervision must not be able to read them).
+        batch that carries 3D labels: weak supervision must not be able to read them), or
+        only 2D pseudo labels of the stage-1 model, on which L_H applies too (the regulariser
+        of METHOD.md section 4; `posejax.train.pseudo_labels`).
 Ablations are weights of zero (`heatmap_weight`, `alpha`, `beta`).
 
 Sharding: `jit_train_step` replicates the state and shards every batch array along its first
@@ -97,7 +99,8 @@ def objective_terms(predictions: dict, batch: dict, objective: Objective, skelet
   terms = {}
 
   supervised_2d = [batch["labeled"]] if "labeled" in batch else []
-  if objective.mode == "fs" and "multiview" in batch:
+  # The multi-view views' 2D labels: the dataset's in mode "fs", pseudo labels in mode "ws".
+  if objective.mode != "2d" and "joints_2d" in batch.get("multiview", {}):
     supervised_2d.append(_flatten_views(batch["multiview"]))
   count = sum(len(s["joints_2d"]) for s in supervised_2d)
   if supervised_2d:
