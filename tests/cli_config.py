@@ -1,4 +1,4 @@
-"""The tiny run of tests/test_multiprocess.py (a config file for `python -m experiments.train`).
+"""The tiny run of the tests that start `python -m experiments.train` (tests/cli_runs.py).
 
 Augmentation stays on: each sample's augmentation is a function of its index, so the global
 batch is the same for one process and for two.
