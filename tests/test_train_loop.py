@@ -111,7 +111,7 @@ def test_evaluation_per_action_weights_views_like_the_whole(tmp_path):
   model, _ = loop.restore_model(str(tmp_path))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   state = types.SimpleNamespace(params=params, rest=rest)
-  plain = loop._source(config)  # pylint: disable=protected-access
+  plain = loop.make_source(config)
 
   def with_actions(stream, index):
     sample = dict(plain(stream, index))

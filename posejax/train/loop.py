@@ -38,7 +38,7 @@ class NonFiniteError(FloatingPointError):
   """A loss or gradient became NaN or Inf."""
 
 
-def _source(config):
+def make_source(config):
   """The config's data: registered real datasets (`data.source` = "datasets": `data.streams`
   and `data.options` as in `datasets.streams_source`), or the synthetic data from a prepared
   data dir, or rendered on the fly (kept in memory with `data.in_memory`: a finite set of
@@ -256,7 +256,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   manager = _checkpoint_manager(os.path.join(workdir, "checkpoints"))
   best = _checkpoint_manager(os.path.join(workdir, "best"), keep=1, best_metric="mpjpe")
   state = jax.device_put(_initial_state(config, manager, state), replicated)
-  source = _source(config)
+  source = make_source(config)
   writer = _metric_writer(workdir)
 
   start, total = int(state.step), config.train.steps
@@ -362,7 +362,7 @@ def evaluate(graphdef, state, config, *, stream: str = "test", samples: int | No
   view is one single-image prediction, scaled to mm with the mean bone lengths (METHOD.md
   section 5). When samples carry an "action", the same metrics per action go to
   results["per_action"]."""
-  source = _source(config) if source is None else source
+  source = make_source(config) if source is None else source
   model = _model(graphdef, state)
   count = config.eval.samples if samples is None else samples
   size = getattr(source, "sizes", {}).get(stream)  # datasets know how many samples they hold
