@@ -31,6 +31,7 @@ def test_paper_recipe():
       5e-4, (50_000,), 60_000)
   assert config.optim.clip_norm == 0 and config.batch.flip_probability == 0.5
   assert config.objective.losses_3d_move_2d and config.objective.root_depth_gradient
+  assert config.pseudo_labels.enabled and config.pseudo_labels.threshold == 0.5  # studio data
 
 
 def test_unknown_mode_is_an_error():

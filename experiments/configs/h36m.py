@@ -9,8 +9,11 @@ frame) per action.
     python -m experiments.train --config=experiments/configs/h36m.py:ws \
         --config.init_from=~/runs/h36m_2d --workdir=~/runs/h36m_ws
 
-Stage 1 ("2d", L_H on MPII and the 2D labels of the Human3.6M training views) and stage 2
-("ws" or "fs") are separate runs; stage 2 starts from stage 1's weights with `init_from`.
+Stage 1 ("2d", L_H on MPII) and stage 2 ("ws" or "fs") are separate runs; stage 2 starts
+from stage 1's weights with `init_from`. In "ws", the stage-1 model first labels every
+Human3.6M training view once (its joints above confidence 0.5, in the workdir's
+pseudo_labels.npz), and L_H trains on those too: METHOD.md's regulariser for studio captures,
+whose constant backgrounds look nothing like MPII's.
 Not run here (no dataset can be downloaded on the machines this was built on): the published
 figures for this recipe are MPJPE 67.4 mm (ws) and 56.1 mm (fs), METHOD.md section 6. On one
 GPU a step of this batch takes HRNet-W32 forward + backward over 256 images: run
@@ -43,6 +46,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   # depth; the torso within ~45 degrees of the image plane (people bend over in Human3.6M).
   config.objective.update(losses_3d_move_2d=True, max_scale_pair_gap=0.7,
                           root_depth_gradient=True)
+  config.pseudo_labels.update(enabled=True, threshold=0.5, batch_size=256)
   config.train.update(steps=60_000, stage1_steps=0, log_every=100, checkpoint_every=2_000,
                       validate_every=5_000)
   config.eval.update(samples=0, validation_samples=500)  # 0: all of S9 / S11
