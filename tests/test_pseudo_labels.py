@@ -107,20 +107,20 @@ def test_pseudo_labels_need_a_finite_multiview_stream(tmp_path):
   config.data.in_memory = False
   with pytest.raises(ValueError, match="finite 'train_multiview' stream"):
     loop.train_and_evaluate(config, str(tmp_path))
+  assert not list((tmp_path / "checkpoints").iterdir())  # refused before stage 1 began
 
 
 def test_quality_report_measures_kept_and_dropped_joints_against_the_datasets_labels():
-  from experiments import pseudo_label_quality
   plain = pipeline.finite_source(pipeline.synthetic_source(DATA), {"train_multiview": 2})
   truth = np.stack([plain("train_multiview", i)["joints_2d"] for i in range(2)])
   offset = np.zeros_like(truth)
   offset[0] = (3.0, 4.0)  # sample 0: 5 px off, sample 1: exact
   confidence = np.where(np.arange(2)[:, None, None] == 0, 0.2, 0.9) * np.ones(truth.shape[:-1])
   labels = {"joints_2d": truth + offset, "confidence": confidence}
-  errors, confidences = pseudo_label_quality.label_errors(labels, plain)
+  errors, confidences = pseudo_labels.quality(labels, plain)
   labeled = np.stack([plain("train_multiview", i)["joints_2d_mask"] for i in range(2)])
   assert len(errors) == labeled.sum()
   np.testing.assert_allclose(errors, np.where(confidences < 0.5, 5.0, 0.0), atol=1e-4)
-  table = pseudo_label_quality.report(errors, confidences, [0.5]).splitlines()
+  table = pseudo_labels.format_quality(errors, confidences, [0.5]).splitlines()
   share = 100 * labeled[1].sum() / labeled.sum()
   assert table[2].split() == ["0.50", f"{share:.1f}%", "0.00", "0.00", "5.00"]

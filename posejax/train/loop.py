@@ -257,6 +257,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   best = _checkpoint_manager(os.path.join(workdir, "best"), keep=1, best_metric="mpjpe")
   state = jax.device_put(_initial_state(config, manager, state), replicated)
   source = make_source(config)
+  if config.mode == "ws" and config.get("pseudo_labels", {}).get("enabled"):
+    pseudo_labels.stream_size(source)  # a source that cannot have them fails before stage 1
   writer = _metric_writer(workdir)
 
   start, total = int(state.step), config.train.steps

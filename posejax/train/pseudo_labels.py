@@ -134,3 +134,34 @@ def load_or_predict(workdir: str, model: nnx.Module, source: Source, *, threshol
   print(f"pseudo labels: {count} multi-view samples, {100 * kept:.1f} % of the joints above "
         f"confidence {threshold}", flush=True)
   return labels
+
+
+def quality(labels: dict[str, np.ndarray], source: Source) -> tuple[np.ndarray, np.ndarray]:
+  """(pixel error, confidence) of every pseudo label whose joint the dataset labels too: how
+  good the labels are, where the multi-view data has 2D labels to check them (training never
+  reads those; experiments.pseudo_label_quality prints this)."""
+  errors, confidences = [], []
+  for index in range(len(labels["joints_2d"])):
+    sample = source("train_multiview", index)
+    views = len(sample["image"])
+    labeled = np.asarray(sample["joints_2d_mask"], bool)
+    labeled &= np.asarray(sample.get("view_mask", np.ones(views, bool)), bool)[:, None]
+    error = np.linalg.norm(labels["joints_2d"][index, :views] - sample["joints_2d"], axis=-1)
+    errors.append(error[labeled])
+    confidences.append(labels["confidence"][index, :views][labeled])
+  return np.concatenate(errors), np.concatenate(confidences)
+
+
+def format_quality(errors: np.ndarray, confidences: np.ndarray, thresholds) -> str:
+  """A table of `quality`: per threshold, the share of joints kept and their pixel error."""
+  lines = [f"{len(errors)} labeled joints; all: mean error {errors.mean():.2f} px, "
+           f"median {np.median(errors):.2f} px",
+           f"{'threshold':>10}{'kept':>8}{'kept: mean px':>15}{'median px':>11}"
+           f"{'dropped: mean px':>18}"]
+  for threshold in thresholds:
+    kept = confidences > threshold
+    mean = lambda x: f"{x.mean():.2f}" if len(x) else "-"  # noqa: E731
+    median = f"{np.median(errors[kept]):.2f}" if kept.any() else "-"
+    lines.append(f"{threshold:>10.2f}{100 * kept.mean():>7.1f}%{mean(errors[kept]):>15}"
+                 f"{median:>11}{mean(errors[~kept]):>18}")
+  return "\n".join(lines)
