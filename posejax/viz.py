@@ -145,26 +145,38 @@ def draw_pose_3d(pose_3d, skeleton: Skeleton = H36M, *, yaw_degrees: float = 0.0
   return picture
 
 
+def fitting_half_extent(*poses_3d, skeleton: Skeleton = H36M) -> float:
+  """The half extent (mm) at which every pose, root at the centre, fits with a 15 % margin."""
+  relative = [np.abs(_checked_pose(p, skeleton) - _checked_pose(p, skeleton)[skeleton.root])
+              for p in poses_3d]
+  return max(1.15 * max(float(r.max(initial=0.0)) for r in relative), 10.0)
+
+
 def pose_3d_views(pose_3d, skeleton: Skeleton = H36M, *, size: int = 256, joint_mask=None,
-                  valid: bool = True) -> list[Image.Image]:
+                  valid: bool = True, half_extent_mm: float | None = None,
+                  label: str = "") -> list[Image.Image]:
   """The pose from the front (as the camera sees it) and from the side, at one scale.
 
   Args:
     pose_3d: [J, 3] camera-frame pose (mm).
     joint_mask: [J] bool, joints to draw hollow where False.
     valid: False marks the titles (in red) as an invalid reconstruction.
+    half_extent_mm: the scale (default: the pose fits with a 15 % margin); give two poses the
+      same one to compare them.
+    label: put before each view's title.
 
   Returns:
-    [front, side], each [size, size] RGB; both fit the whole pose with a 15 % margin.
+    [front, side], each [size, size] RGB.
   """
   pose = _checked_pose(pose_3d, skeleton)
-  relative = pose - pose[skeleton.root]
   # Both views share one scale; the side view's horizontal axis is the depth.
-  half_extent = max(1.15 * float(np.abs(relative).max(initial=0.0)), 10.0)
+  half_extent = (fitting_half_extent(pose, skeleton=skeleton) if half_extent_mm is None
+                 else half_extent_mm)
   note = "" if valid else " (invalid)"
   colour = TEXT if valid else INVALID
+  prefix = f"{label}, " if label else ""
   return [draw_pose_3d(pose, skeleton, yaw_degrees=yaw, half_extent_mm=half_extent, size=size,
-                       joint_mask=joint_mask, title=title + note, title_colour=colour)
+                       joint_mask=joint_mask, title=prefix + title + note, title_colour=colour)
           for yaw, title in ((0.0, "front: x right, y down"),
                              (90.0, "side: depth z right, y down"))]
 
@@ -205,3 +217,30 @@ def prediction_picture(image, joints_2d, pose_3d_mm, *, joint_mask=None, valid: 
   overlay = draw_skeleton(square, points, joint_mask, skeleton)
   return contact_sheet([[overlay, *pose_3d_views(pose_3d_mm, skeleton, size=size,
                                                    joint_mask=joint_mask, valid=valid)]])
+
+
+def prediction_and_truth(image, joints_2d, pose_3d_mm, truth_3d_mm, *, joint_mask=None,
+                         valid: bool = True, skeleton: Skeleton = H36M,
+                         size: int = 192) -> list[Image.Image]:
+  """A prediction beside its ground truth: five panels, the crop with the predicted 2D
+  skeleton, then the predicted and the true 3D pose, each from the front and from the side,
+  root at the centre and at one scale (what MPJPE compares). The prediction's titles give its
+  MPJPE (root-aligned, mm).
+
+  Args:
+    image: [H, W, 3] uint8 crop; joints_2d: [J, 2] its predicted joints (crop pixels).
+    pose_3d_mm, truth_3d_mm: [J, 3] predicted and true camera-frame poses (mm).
+    joint_mask: [J] bool, predicted joints drawn hollow where False (e.g. low confidence).
+    valid: whether the reconstruction is valid (the prediction's titles turn red if not).
+    size: side of each square panel.
+  """
+  pose, truth = _checked_pose(pose_3d_mm, skeleton), _checked_pose(truth_3d_mm, skeleton)
+  error = np.linalg.norm((pose - pose[skeleton.root]) - (truth - truth[skeleton.root]),
+                         axis=-1).mean()
+  extent = fitting_half_extent(pose, truth, skeleton=skeleton)
+  crop, matrix = letterbox(image, size)
+  points = np.asarray(joints_2d, np.float64) @ matrix[:2, :2].T + matrix[:2, 2]
+  return [draw_skeleton(crop, points, joint_mask, skeleton),
+          *pose_3d_views(pose, skeleton, size=size, joint_mask=joint_mask, valid=valid,
+                         half_extent_mm=extent, label=f"predicted ({error:.0f} mm)"),
+          *pose_3d_views(truth, skeleton, size=size, half_extent_mm=extent, label="truth")]

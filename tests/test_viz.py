@@ -107,3 +107,25 @@ def test_prediction_picture_puts_the_joints_on_the_image():
   # wrist is drawn last.
   assert has_colour(picture, slice(27, 29), slice(19, 21), RIGHT)
   assert not has_colour(picture, slice(4, 68), slice(28, 68), RIGHT)
+
+
+def test_prediction_and_truth_share_one_scale_and_give_the_error():
+  truth = standing_pose()
+  pose = truth.copy()
+  pose[H36M.index("left_wrist")] += (0.0, 0.0, 170.0)  # 10 mm mean error over 17 joints
+  # The truth reaches 90 mm from the root (x of the wrists); the predicted left wrist is
+  # 40 + 170 mm deep.
+  extent = viz.fitting_half_extent(pose, truth)
+  assert extent == pytest.approx(1.15 * 210.0)
+  assert viz.fitting_half_extent(truth) == pytest.approx(1.15 * 90.0)
+  panels = viz.prediction_and_truth(np.zeros((32, 32, 3), np.uint8), np.full((17, 2), 16.0),
+                                    pose, truth, size=96)
+  assert [p.size for p in panels] == [(96, 96)] * 5
+  expected = [viz.draw_pose_3d(truth, yaw_degrees=yaw, half_extent_mm=extent, size=96,
+                               title=f"truth, {title}")
+              for yaw, title in ((0.0, "front: x right, y down"),
+                                 (90.0, "side: depth z right, y down"))]
+  assert [p.tobytes() for p in panels[3:]] == [p.tobytes() for p in expected]
+  predicted = viz.draw_pose_3d(pose, half_extent_mm=extent, size=96,
+                               title="predicted (10 mm), front: x right, y down")
+  assert panels[1].tobytes() == predicted.tobytes()
