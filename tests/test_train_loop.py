@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import types
@@ -137,3 +138,27 @@ def test_config_typo_names_the_field(tmp_path):
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert result.returncode != 0
   assert "stepz" in result.stderr
+
+
+def test_a_sigterm_while_a_step_logs_saves_the_next_step_before_stopping(tmp_path, monkeypatch,
+                                                                          capsys):
+  # The signal lands after the step decided not to save (steps between checkpoints): the run
+  # must not stop without a checkpoint of the step it reports (it once did).
+  make_writer = loop._metric_writer  # pylint: disable=protected-access
+
+  def signalling_writer(workdir):
+    writer = make_writer(workdir)
+    write_scalars = writer.write_scalars
+
+    def write(step, scalars):
+      write_scalars(step, scalars)
+      if step == 2 and "loss" in scalars:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    writer.write_scalars = write
+    return writer
+
+  monkeypatch.setattr(loop, "_metric_writer", signalling_writer)
+  assert loop.train_and_evaluate(tiny_config("2d", 6, checkpoint_every=100), str(tmp_path)) == {}
+  assert "SIGTERM: saved step 3, stopping" in capsys.readouterr().out
+  assert final_params(tmp_path)[0] == 3

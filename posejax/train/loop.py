@@ -297,9 +297,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
       done = step + 1
       if multi_process and manager.reached_preemption(done):  # called at every step
         stop["signal"] = signal.SIGTERM
+      # Read once: a SIGTERM arriving while this step logs or saves is handled at the next
+      # step (read twice, it once skipped the save and still stopped, losing the step).
+      stopping = stop["signal"] is not None
       last = done == total
-      log = done % config.train.log_every == 0 or last or stop["signal"]
-      save = last or stop["signal"] or done % config.train.checkpoint_every == 0
+      log = done % config.train.log_every == 0 or last or stopping
+      save = last or stopping or done % config.train.checkpoint_every == 0
       if log or save:  # never save without checking that the state is finite
         values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
         _check_finite(values, done, manager)
@@ -322,7 +325,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         print(f"step {done}: validation MPJPE {scores['mpjpe']:.1f} mm (best kept in "
               f"{best.directory})", flush=True)
         tick = time.perf_counter()  # the rate is the training rate
-      if stop["signal"]:
+      if stopping:
         manager.wait_until_finished()
         print(f"SIGTERM: saved step {done}, stopping", flush=True)
         return {}
