@@ -1,15 +1,23 @@
 """The built-in synthetic multi-view data (no download): the default configuration.
 
-    python -m experiments.train --config=experiments/configs/synthetic.py:ws --workdir=/tmp/ws
+The recipe, as README.md's main command runs it: stage 1 (2D), then stage 2 from its weights.
+
+    python -m experiments.train --config=experiments/configs/synthetic.py:2d \
+        --workdir=/tmp/posejax_2d --config.train.steps=2000 --config.train.stage1_steps=0
+    python -m experiments.train --config=experiments/configs/synthetic.py:ws \
+        --workdir=/tmp/posejax_ws --config.init_from=/tmp/posejax_2d --config.train.stage1_steps=0 \
+        --config.train.steps=2000 --config.optim.learning_rate=5e-5
     python -m experiments.show_data --config=experiments/configs/synthetic.py --out=sheet.png
 
 The colon argument is the training mode: "ws" (weakly supervised, the default), "fs" (fully
 supervised baseline) or "2d" (stage-1 2D pretraining only). Sized for a 2-core CPU: the small
-HRNet with all resolutions to the head, 64 px crops, 2000 steps of 2D pretraining at 5e-4, then
-2000 of the mode at 5e-5, in one run. Measured on a 2-core CPU (BUILD_NOTES.md, issue 6):
-10.4 minutes for ":ws", held-out MPJPE 201.0 mm (the 2D stage's flat depth: 245.9 mm). The 3D
-losses' gradient holds the root depth constant (objective.root_depth_gradient=False; the
-landscape that made this necessary is in BUILD_NOTES.md).
+HRNet with all resolutions to the head, 64 px crops, 2000 steps of each stage. Measured on a
+2-core CPU (BUILD_NOTES.md, issue 6, session 6): the two commands above take about 11 minutes
+together and reach a held-out MPJPE of 183.4 mm (the 2D stage's flat depth: 245.9 mm).
+Without the overrides, ":ws" runs both stages in ONE run with one Adam state; at these weights
+that measured 245.6 mm (no better than the flat depth), so prefer the two runs. The 3D losses'
+gradient holds the root depth constant (objective.root_depth_gradient=False; the landscape
+that made this necessary is in BUILD_NOTES.md).
 """
 
 from ml_collections import config_dict
