@@ -16,7 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 # pylint: disable=wrong-import-position
 
-import numpy as np
 from absl import app, flags
 
 from posejax.train import pseudo_labels
@@ -37,8 +36,7 @@ def main(argv):
   if not os.path.exists(path):
     raise app.UsageError(f"{path} does not exist: train with mode ws and "
                          "--config.pseudo_labels.enabled=True first")
-  with np.load(path) as stored:
-    labels = {k: stored[k] for k in stored.files}
+  labels = pseudo_labels.load(path)
   source = make_source(load_config(_WORKDIR.value))
   if "joints_2d" not in source("train_multiview", 0):
     raise app.UsageError("This dataset's multi-view stream has no 2D labels to compare with")

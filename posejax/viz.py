@@ -196,6 +196,13 @@ def letterbox(image, size: int) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(square), matrix
 
 
+def _skeleton_on_letterbox(image, joints_2d, joint_mask, skeleton: Skeleton, size: int):
+  """The image letterboxed to [size, size] with the skeleton of `joints_2d` (its pixels)."""
+  square, matrix = letterbox(image, size)
+  points = np.asarray(joints_2d, np.float64) @ matrix[:2, :2].T + matrix[:2, 2]
+  return draw_skeleton(square, points, joint_mask, skeleton)
+
+
 def prediction_picture(image, joints_2d, pose_3d_mm, *, joint_mask=None, valid: bool = True,
                        skeleton: Skeleton = H36M, size: int = 256) -> Image.Image:
   """One prediction at a glance: the 2D skeleton on the whole image beside the 3D pose seen
@@ -212,9 +219,7 @@ def prediction_picture(image, joints_2d, pose_3d_mm, *, joint_mask=None, valid: 
   Returns:
     RGB picture of 3 * (size + 4) + 4 by size + 8 pixels.
   """
-  square, matrix = letterbox(image, size)
-  points = np.asarray(joints_2d, np.float64) @ matrix[:2, :2].T + matrix[:2, 2]
-  overlay = draw_skeleton(square, points, joint_mask, skeleton)
+  overlay = _skeleton_on_letterbox(image, joints_2d, joint_mask, skeleton, size)
   return contact_sheet([[overlay, *pose_3d_views(pose_3d_mm, skeleton, size=size,
                                                    joint_mask=joint_mask, valid=valid)]])
 
@@ -238,9 +243,7 @@ def prediction_and_truth(image, joints_2d, pose_3d_mm, truth_3d_mm, *, joint_mas
   error = np.linalg.norm((pose - pose[skeleton.root]) - (truth - truth[skeleton.root]),
                          axis=-1).mean()
   extent = fitting_half_extent(pose, truth, skeleton=skeleton)
-  crop, matrix = letterbox(image, size)
-  points = np.asarray(joints_2d, np.float64) @ matrix[:2, :2].T + matrix[:2, 2]
-  return [draw_skeleton(crop, points, joint_mask, skeleton),
+  return [_skeleton_on_letterbox(image, joints_2d, joint_mask, skeleton, size),
           *pose_3d_views(pose, skeleton, size=size, joint_mask=joint_mask, valid=valid,
                          half_extent_mm=extent, label=f"predicted ({error:.0f} mm)"),
           *pose_3d_views(truth, skeleton, size=size, half_extent_mm=extent, label="truth")]

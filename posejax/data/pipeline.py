@@ -161,8 +161,8 @@ def with_pseudo_labels(source: Source, joints_2d: np.ndarray, joints_2d_mask: np
       return sample
     views = len(sample["image"])
     i = index % len(joints_2d)
-    return dict(sample, pseudo_joints_2d=joints_2d[i, :views],
-                pseudo_joints_2d_mask=joints_2d_mask[i, :views])
+    return dict(sample, **dict(zip(PSEUDO_LABEL_KEYS, (joints_2d[i, :views],
+                                                       joints_2d_mask[i, :views]))))
 
   labelled.sizes = getattr(source, "sizes", {})
   return labelled

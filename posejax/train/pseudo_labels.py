@@ -102,6 +102,12 @@ def predict(model: nnx.Module, source: Source, count: int, *, threshold: float =
   return out
 
 
+def load(path: str) -> dict[str, np.ndarray]:
+  """The arrays of a pseudo_labels.npz (joints_2d, joints_2d_mask, confidence, threshold)."""
+  with np.load(path) as stored:
+    return {k: stored[k] for k in stored.files}
+
+
 def load_or_predict(workdir: str, model: nnx.Module, source: Source, *, threshold: float,
                     batch_size: int, write: bool = True) -> dict[str, np.ndarray]:
   """The workdir's pseudo labels: read from workdir/pseudo_labels.npz when a run made them
@@ -115,8 +121,7 @@ def load_or_predict(workdir: str, model: nnx.Module, source: Source, *, threshol
   path = os.path.join(workdir, FILENAME)
   count = stream_size(source)
   if os.path.exists(path):
-    with np.load(path) as stored:
-      labels = {k: stored[k] for k in stored.files}
+    labels = load(path)
     if len(labels["joints_2d"]) != count or float(labels["threshold"]) != threshold:
       raise ValueError(
           f"{path} holds pseudo labels of {len(labels['joints_2d'])} samples at threshold "
