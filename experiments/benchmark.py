@@ -42,7 +42,8 @@ from flax import nnx
 
 from experiments.configs import synthetic as synthetic_config
 from posejax import geometry, losses, models
-from posejax.data import pipeline, synthetic
+from posejax.data.batching import pipeline
+from posejax.data.render import synthetic
 from posejax.skeleton import H36M
 from posejax.train import optimizer as optim
 from posejax.train import step as step_lib
@@ -258,7 +259,7 @@ def data_section(workers: int, repeats: int) -> list[dict]:
   rates = {f"pipeline 32 + 8x4 @128px rendered on the fly, {workers} threads": batch_seconds}
   with tempfile.TemporaryDirectory() as data_dir:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-    from posejax.data import synthetic_tfds  # pylint: disable=import-outside-toplevel
+    from posejax.data.render import synthetic_tfds  # pylint: disable=import-outside-toplevel
     tfds.disable_progress_bar()
     config = synthetic.SyntheticConfig(image_size=128)
     sizes = {"train_2d": 64, "train_multiview": 16, "test": 1}
@@ -508,7 +509,7 @@ def train_section(cases, device_counts, repeats: int, workers: int,
     rates[name] = dict(rendered_img_s=pipeline_rate(pipeline.synthetic_source(data), config,
                                                     workers, num_batches=2))
     if data_dir:
-      from posejax.data import synthetic_tfds  # pylint: disable=import-outside-toplevel
+      from posejax.data.render import synthetic_tfds  # pylint: disable=import-outside-toplevel
       source = synthetic_tfds.prepared_source(data, dict(config.data.sizes),
                                               os.path.expanduser(data_dir))
       rates[name]["prepared_img_s"] = pipeline_rate(source, config, workers, num_batches=10)

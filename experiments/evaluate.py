@@ -1,4 +1,4 @@
-"""Evaluate a trained workdir: `python -m experiments.evaluate --workdir=DIR [--checkpoint=best]`.
+r"""Evaluate a trained workdir: `python -m experiments.evaluate --workdir=DIR [--checkpoint=best]`.
 
 MPJPE, N-MPJPE, PA-MPJPE (mm, poses scaled from the mean bone lengths), 3D PCK@150 and AUC on
 the held-out test stream, per action where the dataset has actions: a table on the console and
@@ -8,17 +8,12 @@ eval_latest.json / eval_best.json in the workdir. The workdir's own config.json 
 
 from __future__ import annotations
 
-import os
-
-# Before TensorFlow loads (orbax's file layer imports it): no C++ INFO lines on the console.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-# pylint: disable=wrong-import-position
-
 from absl import app, flags
 from ml_collections import config_flags
 
-from posejax.train.loop import evaluate_workdir, load_config, quiet_library_logs
+from experiments import cli
+from posejax.train.checkpoints import load_config
+from posejax.train.loop import evaluate_workdir
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Configuration file (default: the "
                                           "workdir's config.json).")
@@ -30,7 +25,6 @@ _CHECKPOINT = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"],
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  quiet_library_logs()
   if _WORKDIR.value is None:
     raise app.UsageError("--workdir is required")
   config = _CONFIG.value if _CONFIG.value is not None else load_config(_WORKDIR.value)
@@ -38,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -35,9 +35,10 @@ from absl import app, flags, logging
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from posejax import viz
-from posejax.data import crop
+from posejax.data.real import crop
 from posejax.models.inference import predict_metric
-from posejax.train.loop import restore_model
+from experiments import cli
+from posejax.train.checkpoints import restore_model
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (its config.json and "
                                "latest checkpoint are used).")
@@ -218,4 +219,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

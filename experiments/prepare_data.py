@@ -5,7 +5,7 @@ The built-in synthetic data (rendered; about 40 views/s per core at 128 px, BUIL
     python -m experiments.prepare_data --config=experiments/configs/synthetic.py \
         --data_dir=~/posejax_data --train_2d=20000 --train_multiview=20000 --test=2000
 
-A real dataset of posejax.data.datasets, from the files as its owners distribute them
+A real dataset of posejax.data.real.datasets, from the files as its owners distribute them
 (README.md, "Real datasets", says which files each one expects):
 
     python -m experiments.prepare_data --dataset=h36m --manual_dir=~/h36m \
@@ -23,6 +23,8 @@ import os
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Configuration file (synthetic data).")
 _DATASET = flags.DEFINE_string("dataset", None, "A registered real dataset, e.g. h36m.")
@@ -55,14 +57,14 @@ def main(argv):
     raise app.UsageError("Give either --config=experiments/configs/synthetic.py (synthetic data) "
                          "or --dataset=NAME --manual_dir=DIR (a real dataset)")
   if _DATASET.value is not None:
-    from posejax.data import datasets  # pylint: disable=import-outside-toplevel
+    from posejax.data.real import datasets  # pylint: disable=import-outside-toplevel
     if _MANUAL_DIR.value is None:
       raise app.UsageError(f"--dataset={_DATASET.value} needs --manual_dir, the directory of "
                            "its files as distributed (README.md: Real datasets)")
     builder = datasets.prepare(_DATASET.value, _MANUAL_DIR.value, data_dir,
                                **parse_options(_OPTION.value))
   else:
-    from posejax.data import synthetic, synthetic_tfds  # pylint: disable=import-outside-toplevel
+    from posejax.data.render import synthetic, synthetic_tfds  # pylint: disable=import-outside-toplevel
     sizes = {"train_2d": _TRAIN_2D.value, "train_multiview": _TRAIN_MULTIVIEW.value,
              "test": _TEST.value}
     builder = synthetic_tfds.prepare(synthetic.config_from(_CONFIG.value.data), sizes, data_dir)
@@ -70,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-# pylint: disable=wrong-import-position
-
 from absl import app, flags
 
-from posejax.train import pseudo_labels
-from posejax.train.loop import load_config, make_source, quiet_library_logs
+from experiments import cli
+from posejax.data.batching.sources import make_source
+from posejax.tasks.pose25d import pseudo_labels
+from posejax.train.checkpoints import load_config
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A ws training workdir with pseudo labels.")
 _THRESHOLDS = flags.DEFINE_list("thresholds", ["0.3", "0.5", "0.7"],
@@ -29,7 +27,6 @@ _THRESHOLDS = flags.DEFINE_list("thresholds", ["0.3", "0.5", "0.7"],
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  quiet_library_logs()
   if _WORKDIR.value is None:
     raise app.UsageError("--workdir is required")
   path = os.path.join(_WORKDIR.value, pseudo_labels.FILENAME)
@@ -37,7 +34,7 @@ def main(argv):
     raise app.UsageError(f"{path} does not exist: train with mode ws and "
                          "--config.pseudo_labels.enabled=True first")
   labels = pseudo_labels.load(path)
-  source = make_source(load_config(_WORKDIR.value))
+  source = make_source(load_config(_WORKDIR.value).data)
   if "joints_2d" not in source("train_multiview", 0):
     raise app.UsageError("This dataset's multi-view stream has no 2D labels to compare with")
   print(f"{path}: made at threshold {float(labels['threshold'])}")
@@ -46,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -11,8 +11,10 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments import cli
+
 from posejax import viz
-from posejax.data import synthetic
+from posejax.data.render import synthetic
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Configuration file.")
 _OUT = flags.DEFINE_string("out", "contact_sheet.png", "Where to write the PNG.")
@@ -42,4 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

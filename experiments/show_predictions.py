@@ -10,18 +10,14 @@ title gives its MPJPE. Every view is its own single-image prediction, as in eval
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-# pylint: disable=wrong-import-position
-
 import numpy as np
 from absl import app, flags
 
+from experiments import cli
 from posejax import viz
+from posejax.data.batching.sources import make_source
 from posejax.models.inference import predict_metric
-from posejax.train.loop import make_source, quiet_library_logs, restore_model
+from posejax.train.checkpoints import restore_model
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _OUT = flags.DEFINE_string("out", "predictions.png", "Where to write the PNG.")
@@ -43,11 +39,10 @@ def sample_rows(model, sample: dict, size: int) -> list[list]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  quiet_library_logs()
   if _WORKDIR.value is None:
     raise app.UsageError("--workdir is required")
   model, config = restore_model(_WORKDIR.value)
-  source = make_source(config)
+  source = make_source(config.data)
   rows = []
   for index in range(_FIRST.value, _FIRST.value + _SAMPLES.value):
     rows += sample_rows(model, source("test", index), _SIZE.value)
@@ -56,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,7 +1,8 @@
-"""Train and evaluate: `python -m experiments.train --config=CONFIG.py[:ARG] --workdir=DIR`.
+r"""Train and evaluate: `python -m experiments.train --config=CONFIG.py[:ARG] --workdir=DIR`.
 
-Single fields can be overridden: `--config.train.steps=100`. A misspelt field is an error
-that names it. Re-running with the same workdir resumes from its latest checkpoint.
+Single fields can be overridden: `--config.stages.stage2.steps=100`, `--config.train.steps=20`
+(stop after 20 steps). A misspelt field is an error that names it. Re-running with the same
+workdir resumes from its latest checkpoint, in whichever stage it stopped.
 
 Several processes (hosts of a pod, or processes on one machine) train one model together when
 each is started with `--distributed`: on Cloud TPU, SLURM and Open MPI JAX finds the others by
@@ -12,18 +13,12 @@ host) and `--num_processes`, and its own `--process_id`. All of them need the sa
 
 from __future__ import annotations
 
-import os
-
-# Before TensorFlow loads (orbax's file layer imports it): no C++ INFO lines on the console.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-# pylint: disable=wrong-import-position
-
 import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from posejax.train.loop import quiet_library_logs, train_and_evaluate
+from experiments import cli
+from posejax.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Configuration file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and results go here.")
@@ -42,10 +37,9 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  quiet_library_logs()
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError("--config and --workdir are required, e.g. "
-                         "--config=experiments/configs/synthetic.py:ws --workdir=/tmp/ws")
+                         "--config=experiments/configs/synthetic.py --workdir=/tmp/posejax")
   if _DISTRIBUTED.value or _COORDINATOR.value:
     if _COORDINATOR.value and (_NUM_PROCESSES.value is None or _PROCESS_ID.value is None):
       raise app.UsageError("--coordinator_address needs --num_processes and --process_id")
@@ -55,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

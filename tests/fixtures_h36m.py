@@ -9,7 +9,7 @@ import os
 import numpy as np
 from cdflib import cdfwrite
 
-from posejax.data import h36m
+from posejax.data.real import h36m
 from tests.fixtures_video import write_video
 
 # A person facing the camera (x right, y down, mm, relative to the pelvis), canonical order:

@@ -1,4 +1,4 @@
-"""posejax.data.augment: camera-exact scale / rotation / flip augmentation, host and device."""
+"""posejax.data.batching.augment: camera-exact scale / rotation / flip augmentation, host and device."""
 
 import jax
 import numpy as np
@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from posejax import geometry, procrustes
-from posejax.data import augment
-from posejax.data.augment import Augmentation
+from posejax.data.batching import augment
+from posejax.data.batching.augment import Augmentation
 from posejax.skeleton import H36M
 
 HEIGHT, WIDTH = 48, 64  # not square, so that a swapped H and W fails

@@ -9,7 +9,8 @@ import pytest
 
 from experiments import benchmark
 from posejax import geometry, losses
-from posejax.data import pipeline, synthetic
+from posejax.data.batching import pipeline
+from posejax.data.render import synthetic
 
 
 def test_numpy_reference_matches_jax_loss_and_gradient():

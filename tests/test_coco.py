@@ -1,4 +1,4 @@
-"""posejax.data.coco: person_keypoints json fixtures -> person crops with exact labels."""
+"""posejax.data.real.coco: person_keypoints json fixtures -> person crops with exact labels."""
 
 import os
 
@@ -9,7 +9,7 @@ pytest.importorskip("tensorflow_datasets")
 pytest.importorskip("pycocotools")
 
 import fixtures_person_data as fx  # noqa: E402
-from posejax.data import coco, mpii  # noqa: E402
+from posejax.data.real import coco, mpii  # noqa: E402
 from posejax.skeleton import H36M  # noqa: E402
 
 SIZE = 32

@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-from posejax.data import datasets, pipeline
+from posejax.data.real import datasets
+from posejax.data.batching import pipeline
 
 CONFIGS = ("synthetic", "h36m", "mpi_inf_3dhp")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from posejax.data import crop
+from posejax.data.real import crop
 
 
 def _dot_image(height, width, x, y):

@@ -1,11 +1,11 @@
-"""Tests of the dataset registry posejax.data.datasets (the datasets themselves have their own
+"""Tests of the dataset registry posejax.data.real.datasets (the datasets themselves have their own
 test files)."""
 
 import importlib
 
 import pytest
 
-from posejax.data import datasets
+from posejax.data.real import datasets
 
 CALLS = []
 

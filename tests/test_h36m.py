@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from posejax import skeleton
-from posejax.data import datasets, h36m
+from posejax.data.real import datasets, h36m
 from tests import fixtures_h36m as fx
 from tests.fixtures_video import truncate, write_video
 

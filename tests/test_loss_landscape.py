@@ -1,4 +1,4 @@
-"""experiments.loss_landscape: the ws objective over free depths, on ground-truth 2D."""
+"""experiments.studies.loss_landscape: the ws objective over free depths, on ground-truth 2D."""
 
 import numpy as np
 import pytest

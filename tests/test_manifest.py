@@ -1,4 +1,4 @@
-"""posejax.data.manifest: own multi-view recordings (a video, jpg sequences) -> unlabeled
+"""posejax.data.real.manifest: own multi-view recordings (a video, jpg sequences) -> unlabeled
 multi-view samples whose crop cameras see the person where the pixels show it."""
 
 import os
@@ -11,7 +11,8 @@ pytest.importorskip("av")
 
 import fixtures_person_data as fx  # noqa: E402
 import fixtures_video  # noqa: E402
-from posejax.data import datasets, manifest, pipeline  # noqa: E402
+from posejax.data.real import datasets, manifest  # noqa: E402
+from posejax.data.batching import pipeline
 
 SIZE = 32
 HEIGHT, WIDTH = 48, 64

@@ -1,4 +1,4 @@
-"""posejax.data.motion: DeepMimic clips, procedural motion, user pose files, bone lengths."""
+"""posejax.data.render.motion: DeepMimic clips, procedural motion, user pose files, bone lengths."""
 
 import json
 import pathlib
@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from posejax.data import motion
+from posejax.data.render import motion
 from posejax.skeleton import H36M
 
 I = {name: i for i, name in enumerate(H36M.joint_names)}

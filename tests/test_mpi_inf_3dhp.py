@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from posejax import skeleton
-from posejax.data import datasets, mpi_inf_3dhp
+from posejax.data.real import datasets, mpi_inf_3dhp
 from tests import fixtures_mpi_inf_3dhp as fx
 from tests.fixtures_video import truncate
 

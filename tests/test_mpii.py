@@ -1,4 +1,4 @@
-"""posejax.data.mpii: official .mat and HRNet json fixtures -> person crops with exact labels."""
+"""posejax.data.real.mpii: official .mat and HRNet json fixtures -> person crops with exact labels."""
 
 import os
 
@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("tensorflow_datasets")
 
 import fixtures_person_data as fx  # noqa: E402
-from posejax.data import mpii  # noqa: E402
+from posejax.data.real import mpii  # noqa: E402
 from posejax.skeleton import H36M  # noqa: E402
 
 SIZE = 32

@@ -1,10 +1,11 @@
-"""posejax.data.pipeline: batch keys per mode, no 3D in weak supervision, sharding, resume."""
+"""posejax.data.batching.pipeline: batch keys per mode, no 3D in weak supervision, sharding, resume."""
 
 import jax
 import numpy as np
 import pytest
 
-from posejax.data import augment, pipeline, synthetic
+from posejax.data.batching import augment, pipeline
+from posejax.data.render import synthetic
 
 J = 17
 

@@ -13,7 +13,8 @@ from PIL import Image
 from experiments import predict
 from experiments.configs import synthetic as synthetic_config
 from posejax import geometry
-from posejax.data import crop, synthetic
+from posejax.data.real import crop
+from posejax.data.render import synthetic
 from posejax.models import PoseNet
 from posejax.models.inference import predict_metric
 from posejax.skeleton import H36M

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from posejax.data import pipeline, synthetic
+from posejax.data.batching import pipeline
+from posejax.data.render import synthetic
 from posejax.models import create_model
 from posejax.models.inference import predict_metric
 from posejax.train import loop, pseudo_labels

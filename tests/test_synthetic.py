@@ -1,9 +1,9 @@
-"""posejax.data.synthetic: exact cameras, rigid multi-view consistency, determinism, visibility."""
+"""posejax.data.render.synthetic: exact cameras, rigid multi-view consistency, determinism, visibility."""
 
 import numpy as np
 import pytest
 
-from posejax.data import synthetic
+from posejax.data.render import synthetic
 from posejax.skeleton import H36M
 
 CONFIG = synthetic.SyntheticConfig(image_size=64, num_views=4, seed=3, motion="procedural")

@@ -1,11 +1,12 @@
-"""posejax.data.synthetic_tfds: prepare once, read back the same samples, clear errors."""
+"""posejax.data.render.synthetic_tfds: prepare once, read back the same samples, clear errors."""
 
 import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow_datasets")
 
-from posejax.data import pipeline, synthetic, synthetic_tfds  # noqa: E402
+from posejax.data.batching import pipeline  # noqa: E402
+from posejax.data.render import synthetic, synthetic_tfds
 
 CONFIG = synthetic.SyntheticConfig(image_size=32, num_views=3, seed=5, motion="procedural")
 SIZES = {"train_2d": 3, "train_multiview": 2, "test": 2}

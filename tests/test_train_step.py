@@ -7,7 +7,8 @@ import pytest
 from flax import nnx
 
 from posejax import geometry, losses
-from posejax.data import pipeline, synthetic
+from posejax.data.batching import pipeline
+from posejax.data.render import synthetic
 from posejax.models import create_model
 from posejax.train import optimizer as optim
 from posejax.skeleton import H36M

@@ -1,10 +1,10 @@
-"""Tests of posejax.data.video on tiny videos written in the datasets' formats."""
+"""Tests of posejax.data.real.video on tiny videos written in the datasets' formats."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from posejax.data import video
+from posejax.data.real import video
 from tests.fixtures_video import frame_numbers, numbered_frames, truncate, write_video
 
 

@@ -1,4 +1,4 @@
-"""MPI-INF-3DHP with the paper's recipe (METHOD.md section 5): HRNet-W32 at 256x256, batches of
+r"""MPI-INF-3DHP with the paper's recipe (docs/method.md section 5): HRNet-W32 at 256x256, batches of
 128 2D-labeled images (MPII) + 32 multi-view samples x 4 views (MPI-INF-3DHP S1-S8, a random
 4 of the prepared cameras per sample, no labels in "ws"), Adam 5e-4 -> 5e-5 at 50k of 60k
 steps; evaluation on the test set TS1-TS6 (valid frames): 3D PCK@150 mm and AUC on the
@@ -7,13 +7,10 @@ universal (height-normalised) skeletons, MPJPE, per activity.
     python -m experiments.prepare_data --dataset=mpii --manual_dir=~/mpii --data_dir=~/posejax_data
     python -m experiments.prepare_data --dataset=mpi_inf_3dhp --manual_dir=~/mpi_inf_3dhp \
         --data_dir=~/posejax_data
-    python -m experiments.train --config=experiments/configs/mpi_inf_3dhp.py:2d \
-        --workdir=~/runs/3dhp_2d
-    python -m experiments.train --config=experiments/configs/mpi_inf_3dhp.py:ws \
-        --config.init_from=~/runs/3dhp_2d --workdir=~/runs/3dhp_ws
+    python -m experiments.train --config=experiments/configs/mpi_inf_3dhp.py --workdir=~/runs/3dhp
 
 Not run here (no dataset can be downloaded on the machines this was built on): the published
-figures are 3D PCK 76.5 % (ws) and 80.2 % (fs), METHOD.md section 6.
+figures are 3D PCK 76.5 % (ws) and 80.2 % (fs), docs/method.md section 6.
 """
 
 from ml_collections import config_dict

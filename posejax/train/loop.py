@@ -1,14 +1,22 @@
-"""`train_and_evaluate(config, workdir)`: the training loop and held-out evaluation.
+"""`train_and_evaluate(config, workdir)`: the training loop of every task, and evaluation.
 
-Resumes automatically from the latest checkpoint in `workdir`; otherwise, with
-`config.init_from` set to a stage-1 workdir, starts from its weights (stage 2 of the recipe)
-with a fresh optimiser. Checkpoints: every `train.checkpoint_every` steps, at the end, and on
+A run is a sequence of stages (`config.stages`, in order): each names an objective of the
+task, its number of steps and its optimiser (the config's `optim`, updated by the stage's own
+`optim` fields). A stage starts from the weights where the previous one ended, with a fresh
+optimiser state (a schedule that starts at 0), and its batches count from its own first step,
+so stage 2 of one run is exactly stage 2 of a separate run started from stage 1's workdir
+(`config.init_from`). `config.train.steps` stops the run early (default: every stage).
+
+Resumes automatically from the latest checkpoint in `workdir`, in whichever stage it was;
+otherwise, with `config.init_from` set to another workdir, the first stage starts from its
+weights. Checkpoints: every `train.checkpoint_every` steps, at the end of every stage, and on
 SIGTERM (preemption). A NaN or Inf stops the run before anything is saved, so the last good
 checkpoint stays intact. Each process feeds its own shard of every global batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,73 +24,66 @@ import signal
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from flax import nnx
 from jax.sharding import NamedSharding
-from ml_collections import config_dict
 
-from posejax import metrics
-from posejax.data import pipeline, synthetic
-from posejax.models import create_model
-from posejax.models.inference import predict_metric
-from posejax.skeleton import H36M
+from posejax.data.batching import pipeline
+from posejax.data.batching.sources import make_source
+from posejax.tasks import get_task
+from posejax.train import checkpoints
 from posejax.train import optimizer as optim
-from posejax.train import pseudo_labels
 from posejax.train import step as step_lib
+from posejax.train.writers import MetricWriter
 
 
 class NonFiniteError(FloatingPointError):
   """A loss or gradient became NaN or Inf."""
 
 
-def make_source(config):
-  """The config's data: registered real datasets (`data.source` = "datasets": `data.streams`
-  and `data.options` as in `datasets.streams_source`), or the synthetic data from a prepared
-  data dir, or rendered on the fly (kept in memory with `data.in_memory`: a finite set of
-  `data.sizes` samples)."""
-  data = config.data
-  if data.source == "datasets":
-    from posejax.data import datasets  # pylint: disable=import-outside-toplevel
-    return datasets.streams_source(dict(data.streams), data.data_dir,
-                                   {k: dict(v) for k, v in data.get("options", {}).items()})
-  if data.source != "synthetic":
-    raise ValueError(f"data.source must be 'synthetic' or 'datasets', got {data.source!r}")
-  synthetic_config = synthetic.config_from(data)
-  if data.get("data_dir"):
-    from posejax.data import synthetic_tfds  # pylint: disable=import-outside-toplevel
-    return synthetic_tfds.prepared_source(synthetic_config, dict(data.sizes),
-                                          os.path.expanduser(data.data_dir))
-  source = pipeline.synthetic_source(synthetic_config)
-  return pipeline.finite_source(source, dict(data.sizes)) if data.get("in_memory") else source
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One stage of a run: global steps [start, end) of `objective`, optimised by `optim`."""
+
+  name: str
+  objective: str
+  start: int
+  end: int
+  optim: dict
 
 
-def _checkpoint_manager(directory: str, keep: int = 3,
-                        best_metric: str | None = None) -> ocp.CheckpointManager:
-  """Keeps the `keep` latest checkpoints, or with `best_metric` the `keep` lowest ones."""
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, best_mode="min",
-      best_fn=(lambda scores: scores[best_metric]) if best_metric else None)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+def stages_of(config) -> list[Stage]:
+  """The run's stages in order, with their global step ranges (`config.stages`)."""
+  stages, start = [], 0
+  for name, stage in config.stages.items():
+    unknown = set(stage) - {"objective", "steps", "optim"}
+    if unknown:
+      raise ValueError(f"stages.{name} has unknown field(s) {sorted(unknown)}; a stage has "
+                       "objective, steps and optim")
+    if stage.steps <= 0:
+      raise ValueError(f"stages.{name}.steps must be positive, got {stage.steps}")
+    settings = dict(config.optim)
+    settings.update(dict(stage.get("optim", {})))
+    stages.append(Stage(name, stage.objective, start, start + stage.steps, settings))
+    start += stage.steps
+  if not stages:
+    raise ValueError("config.stages is empty: a run needs at least one stage")
+  return stages
 
 
-def _restore(manager, state, step=None, weights_only: bool = False):
-  """The TrainState of a checkpoint; with `weights_only` a dict of its params and rest alone
-  (stage 2 from a stage-1 checkpoint whose optimiser may differ)."""
-  step = manager.latest_step() if step is None else step
-  if weights_only:
-    state = {"params": state.params, "rest": state.rest}
-  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-  try:
-    args = (ocp.args.PyTreeRestore(
-        abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-        partial_restore=True) if weights_only else ocp.args.StandardRestore(abstract))
-    return manager.restore(step, args=args)
-  except Exception as error:  # orbax raises several types for damaged or foreign checkpoints
-    raise RuntimeError(f"Cannot restore checkpoint {step} from {manager.directory}: it is "
-                       f"damaged or was written by another model/config ({error})") from error
+def total_steps(config, stages: list[Stage]) -> int:
+  """`train.steps` when set (a run stopped early), else every stage's steps."""
+  steps = config.train.get("steps") or stages[-1].end
+  if steps > stages[-1].end:
+    raise ValueError(f"train.steps={steps} is more than the stages hold ({stages[-1].end}); "
+                     "lengthen a stage (stages.NAME.steps) instead")
+  return steps
+
+
+def _stage_at(stages: list[Stage], step: int) -> Stage:
+  return next(s for s in stages if s.start <= step < s.end)
 
 
 def _global_batch(local: dict, sharding: NamedSharding) -> dict:
@@ -91,137 +92,38 @@ def _global_batch(local: dict, sharding: NamedSharding) -> dict:
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
 
 
-def _build(config):
-  """(graphdef, fresh TrainState, optimiser, learning-rate schedule) of a config."""
-  model = create_model(config.model.name, dtype=jnp.dtype(config.model.dtype),
-                       rngs=nnx.Rngs(config.seed))
-  tx, schedule = optim.from_config(config.optim)
-  graphdef, state = step_lib.create_train_state(model, tx)
-  return graphdef, state, tx, schedule
-
-
-def _save_config(config, workdir: str):
-  """The run's config beside its checkpoints, so a workdir alone is enough to predict."""
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
-
-
-def _restored(config, directory: str, step: int | None = None):
-  """(graphdef, TrainState) of `config` restored from the latest (or `step`'s) checkpoint in
-  `directory`.
-
-  Raises:
-    FileNotFoundError: `directory` holds no checkpoint.
-  """
-  graphdef, state, _, _ = _build(config)
-  manager = _checkpoint_manager(directory)
-  if manager.latest_step() is None:
-    raise FileNotFoundError(f"No checkpoint in {directory!r}: train first "
-                            "(python -m experiments.train ...)")
-  return graphdef, _restore(manager, state, step)
-
-
-def load_config(workdir: str) -> config_dict.ConfigDict:
-  """The config a workdir was trained with (its config.json)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path!r} does not exist: is {workdir!r} a training workdir "
-                            "(python -m experiments.train ... --workdir=DIR)?")
-  with open(path) as f:
-    return config_dict.ConfigDict(json.load(f))
-
-
-def restore_model(workdir: str, step: int | None = None):
-  """(model in eval mode, config) of a training workdir: its config.json and its latest (or
-  `step`'s) checkpoint.
-
-  Raises:
-    FileNotFoundError: the workdir has no config.json or no checkpoint.
-  """
-  config = load_config(workdir)
-  graphdef, state = _restored(config, os.path.join(workdir, "checkpoints"), step)
-  return _model(graphdef, state), config
-
-
-def _model(graphdef, state) -> nnx.Module:
-  """The model of a TrainState, in eval mode (BatchNorm running averages)."""
-  model = nnx.merge(graphdef, nnx.merge_state(state.params, state.rest))
-  model.eval()
-  return model
-
-
-def evaluate_workdir(config, workdir: str, checkpoint: str = "latest") -> dict:
-  """Evaluates the latest or the best (lowest validation MPJPE) checkpoint of a workdir on the
-  test stream; results also go to workdir/eval_{checkpoint}.json."""
-  if checkpoint not in ("latest", "best"):
-    raise ValueError(f"checkpoint must be 'latest' or 'best', got {checkpoint!r}")
-  graphdef, state = _restored(
-      config, os.path.join(workdir, "checkpoints" if checkpoint == "latest" else "best"))
-  results = evaluate(graphdef, state, config)
-  with open(os.path.join(workdir, f"eval_{checkpoint}.json"), "w") as f:
-    json.dump(dict(results, step=int(state.step)), f, indent=1)
-  print(format_results(results, f"held-out test, {checkpoint} checkpoint (step "
-                                f"{int(state.step)})"), flush=True)
-  return results
-
-
-class _OwnInfoOnly(logging.Filter):
-  """Lets through INFO records of posejax and of CLU's console metric writer; the libraries'
-  INFO bookkeeping (orbax logs a dozen lines per checkpoint) is dropped. Warnings and errors
-  all pass."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return (record.levelno > logging.INFO or "/clu/" in record.pathname
-            or "/posejax/" in record.pathname)
-
-
-def quiet_library_logs():
-  """Console logging for the command-line programs: our metrics, not the libraries' chatter."""
-  absl_logging.get_absl_handler().addFilter(_OwnInfoOnly())
-
-
-def _mode_at(config, step: int) -> str:
-  """The objective of a step: the 2D warm-up (stage 1) for the first `train.stage1_steps`
-  steps, the config's mode afterwards."""
-  return "2d" if step < config.train.get("stage1_steps", 0) else config.mode
-
-
-def _initial_state(config, manager, state):
-  """Resume from the workdir, else start from a stage-1 workdir (`init_from`), else fresh."""
-  if manager.latest_step() is not None:
-    state = _restore(manager, state)
-    print(f"resumed from step {int(state.step)} in {manager.directory}", flush=True)
+def _initial_state(config, manager, state, stages: list[Stage]):
+  """Resume from the workdir (the optimiser of the stage the checkpoint was saved in), else
+  start from another workdir's weights (`init_from`), else fresh."""
+  latest = manager.latest_step()
+  if latest is not None:
+    stage = _stage_at(stages, max(latest - 1, 0))
+    tx, _ = optim.make_optimizer(stage.optim)
+    state = checkpoints.restore(manager, state.replace(opt_state=tx.init(state.params)))
+    print(f"resumed from step {int(state.step)} in {manager.directory} (stage {stage.name})",
+          flush=True)
   elif config.get("init_from"):
-    stage1 = _checkpoint_manager(os.path.join(config.init_from, "checkpoints"))
-    if stage1.latest_step() is None:
+    directory = os.path.join(os.path.expanduser(config.init_from), "checkpoints")
+    previous = checkpoints.manager(directory)
+    if previous.latest_step() is None:
       raise FileNotFoundError(f"init_from={config.init_from!r} holds no checkpoint")
-    previous = _restore(stage1, state, weights_only=True)
-    state = state.replace(params=previous["params"], rest=previous["rest"])
-    print(f"initialised from {config.init_from} (step {stage1.latest_step()})", flush=True)
+    params, rest = checkpoints.restore_weights(previous, state.params, state.rest)
+    state = state.replace(params=params, rest=rest)
+    print(f"initialised from {config.init_from} (step {previous.latest_step()})", flush=True)
   return state
 
 
-def _train_source(config, mode: str, source, graphdef, state, workdir: str):
-  """The source that a phase trains on: in mode "ws" with `pseudo_labels.enabled`, its
-  multi-view samples carry the 2D pseudo labels of the model at the start of the phase (the
-  stage-1 model; a resumed run reads the ones it made then from the workdir)."""
-  settings = config.get("pseudo_labels", {})
-  if mode != "ws" or not settings.get("enabled"):
-    return source
-  labels = pseudo_labels.load_or_predict(
-      workdir, _model(graphdef, state), source, threshold=settings.threshold,
-      batch_size=settings.batch_size, write=jax.process_index() == 0)
-  return pipeline.with_pseudo_labels(source, labels["joints_2d"], labels["joints_2d_mask"])
+class _OwnInfoOnly(logging.Filter):
+  """Lets through INFO records of posejax; the libraries' INFO bookkeeping (orbax logs a dozen
+  lines per checkpoint) is dropped. Warnings and errors all pass."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno > logging.INFO or "/posejax/" in record.pathname
 
 
-def _metric_writer(workdir: str):
-  """CLU writers: console (absl logging) and TensorBoard in workdir/tensorboard; on hosts other
-  than the first, the console only."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  tf.config.set_visible_devices([], "GPU")  # TensorFlow only writes summaries: GPUs stay JAX's
-  from clu import metric_writers  # pylint: disable=import-outside-toplevel
-  return metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
-                                              just_logging=jax.process_index() > 0)
+def quiet_library_logs():
+  """Console logging for the command-line programs: our lines, not the libraries' chatter."""
+  absl_logging.get_absl_handler().addFilter(_OwnInfoOnly())
 
 
 def _progress(step: int, total: int, loss: float, rate: float, eta_s: float) -> str:
@@ -240,30 +142,43 @@ def _check_finite(values: dict, step: int, manager):
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains per `config` (see experiments/configs/synthetic.py) and evaluates the final state on
-  the held-out test stream. Returns the evaluation results (also written to workdir/eval.json).
+  """Trains the config's task through its stages and evaluates the final state on the
+  held-out test stream. Returns the evaluation results (also written to workdir/eval.json);
+  {} when stopped by SIGTERM.
 
   Every `train.validate_every` steps the validation stream is evaluated and the checkpoint with
-  the lowest validation MPJPE is kept in workdir/best. Metrics go to the console and to
-  TensorBoard (workdir/tensorboard).
+  the best validation metric (the task's `best_metric`) is kept in workdir/best. Metrics go to
+  the console and to TensorBoard event files (workdir/tensorboard).
   """
+  workdir = os.path.expanduser(workdir)
+  task = get_task(config)
+  stages = stages_of(config)
+  for stage in stages:
+    task.check_objective(stage.objective)
+  total = total_steps(config, stages)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    _save_config(config, workdir)
-  graphdef, state, tx, schedule = _build(config)
+    checkpoints.save_config(config, workdir)
+  model, frozen = task.create_model(nnx.Rngs(config.seed)), task.create_frozen()
+  tx, _ = optim.make_optimizer(stages[0].optim)
+  graphdef, state = step_lib.create_train_state(model, tx, frozen)
+  frozen_graphdef = step_lib.frozen_graphdef(frozen)
+  del model, frozen
   mesh = step_lib.make_mesh()
   replicated, by_example = step_lib.shardings(mesh)
-  manager = _checkpoint_manager(os.path.join(workdir, "checkpoints"))
-  best = _checkpoint_manager(os.path.join(workdir, "best"), keep=1, best_metric="mpjpe")
-  state = jax.device_put(_initial_state(config, manager, state), replicated)
-  source = make_source(config)
-  if config.mode == "ws" and config.get("pseudo_labels", {}).get("enabled"):
-    pseudo_labels.stream_size(source)  # a source that cannot have them fails before stage 1
-  writer = _metric_writer(workdir)
+  manager = checkpoints.manager(os.path.join(workdir, "checkpoints"))
+  best = checkpoints.manager(os.path.join(workdir, "best"), keep=1,
+                             best_metric=task.best_metric)
+  state = jax.device_put(_initial_state(config, manager, state, stages), replicated)
+  source = make_source(config.data)
+  task.check_source([s.objective for s in stages], source)
+  writer = MetricWriter(os.path.join(workdir, "tensorboard"),
+                        enabled=jax.process_index() == 0)
+  model_of = lambda s: checkpoints.eval_model(graphdef, s.params, s.rest)  # noqa: E731
 
-  start, total = int(state.step), config.train.steps
+  start = int(state.step)
   validate_every = config.train.get("validate_every", config.train.checkpoint_every)
-  steps, batches, mode = {}, None, None
+  batches, stage, images_per_step = None, None, 0
   stop = {"signal": None}
   # Saving is collective, so all processes must stop at the same step. With several, JAX's
   # preemption service (started by jax.distributed.initialize; it catches SIGTERM) agrees on
@@ -275,25 +190,30 @@ def train_and_evaluate(config, workdir: str) -> dict:
   try:
     tick, tick_step = time.perf_counter(), start
     for step in range(start, total):
-      if _mode_at(config, step) != mode:  # a new phase: its own step function and batches
-        mode = _mode_at(config, step)
+      if stage is None or step >= stage.end:  # a new stage: its optimiser, step and batches
+        stage = _stage_at(stages, step)
+        tx, schedule = optim.make_optimizer(stage.optim)
+        if step == stage.start:  # entering the stage (not resuming inside it)
+          state = state.replace(opt_state=jax.device_put(tx.init(state.params), replicated))
         if batches is not None:
           batches.close()
-        spec = pipeline.BatchSpec(mode=mode, **config.batch)
-        batches = pipeline.batches(_train_source(config, mode, source, graphdef, state,
-                                                 workdir), spec, start_step=step,
+        spec = task.batch_spec(stage.objective)
+        stage_source = task.stage_source(stage.objective, source, model_of(state), workdir)
+        batches = pipeline.batches(stage_source, spec, start_step=step - stage.start,
                                    process_index=jax.process_index(),
                                    process_count=jax.process_count(), seed=config.seed,
                                    workers=config.data.workers)
-        if mode not in steps:
-          steps[mode] = step_lib.jit_train_step(step_lib.make_train_step(
-              graphdef, tx, step_lib.Objective(mode=mode, **config.objective), H36M,
-              schedule), mesh)
-        images_per_step = spec.labeled + (spec.multiview * spec.num_views if mode != "2d"
-                                          else 0)
-        print(f"step {step}: training mode {mode!r}, {images_per_step} images per step",
+        train_step = step_lib.jit_train_step(step_lib.make_train_step(
+            graphdef, tx, task.loss_terms(stage.objective), config.loss_weights,
+            batch_keys=task.batch_keys(stage.objective), frozen_graphdef=frozen_graphdef,
+            prepare=task.prepare_batch(stage.objective), learning_rate=schedule,
+            stage_start=stage.start), mesh)
+        images_per_step = spec.images_per_step()
+        print(f"step {step}: stage {stage.name!r} (objective {stage.objective!r}, steps "
+              f"{stage.start}-{stage.end}, {stage.optim.get('name', 'adam')} at learning rate "
+              f"{stage.optim['learning_rate']:g}), {images_per_step} images per step",
               flush=True)
-      state, step_metrics = steps[mode](state, _global_batch(next(batches), by_example))
+      state, step_metrics = train_step(state, _global_batch(next(batches), by_example))
       done = step + 1
       if multi_process and manager.reached_preemption(done):  # called at every step
         stop["signal"] = signal.SIGTERM
@@ -302,7 +222,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       stopping = stop["signal"] is not None
       last = done == total
       log = done % config.train.log_every == 0 or last or stopping
-      save = last or stopping or done % config.train.checkpoint_every == 0
+      save = (last or stopping or done == stage.end
+              or done % config.train.checkpoint_every == 0)
       if log or save:  # never save without checking that the state is finite
         values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
         _check_finite(values, done, manager)
@@ -311,19 +232,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
         rate = (done - tick_step) * images_per_step / max(now - tick, 1e-9)
         eta = (total - done) * images_per_step / max(rate, 1e-9)
         writer.write_scalars(done, dict(values, images_per_second=rate))
-        # One write per line: the absl metric lines on stderr cannot land inside it.
         print(_progress(done, total, values["loss"], rate, eta) + "\n", end="", flush=True)
         tick, tick_step = now, done
       if save:
         manager.save(done, args=ocp.args.StandardSave(state))
       if validate_every and (done % validate_every == 0 or last):
-        scores = evaluate(graphdef, state, config, stream="validation",
-                          samples=config.eval.validation_samples, source=source)
+        scores = task.evaluate(model_of(state), source, stream="validation",
+                               samples=config.eval.validation_samples)
         writer.write_scalars(done, {f"validation/{k}": v for k, v in scores.items()
                                     if isinstance(v, float)})
-        best.save(done, args=ocp.args.StandardSave(state), metrics={"mpjpe": scores["mpjpe"]})
-        print(f"step {done}: validation MPJPE {scores['mpjpe']:.1f} mm (best kept in "
-              f"{best.directory})", flush=True)
+        best.save(done, args=ocp.args.StandardSave(state),
+                  metrics={task.best_metric: scores[task.best_metric]})
+        print(f"step {done}: validation {task.best_metric} {scores[task.best_metric]:.4g} "
+              f"(best kept in {best.directory})", flush=True)
         tick = time.perf_counter()  # the rate is the training rate
       if stopping:
         manager.wait_until_finished()
@@ -338,85 +259,24 @@ def train_and_evaluate(config, workdir: str) -> dict:
       batches.close()
     writer.close()
 
-  results = evaluate(graphdef, state, config, source=source)
+  results = task.evaluate(model_of(state), source, stream="test", samples=config.eval.samples)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "eval.json"), "w") as f:
       json.dump(results, f, indent=1)
-  print(format_results(results), flush=True)
+  print(task.format_results(results), flush=True)
   return results
 
 
-def _metrics_of(poses, truths) -> dict[str, np.ndarray]:
-  """Per-view errors (mm) and 3D PCK / AUC of [N, J, 3] predictions and ground truths."""
-  return {"mpjpe": np.asarray(metrics.mpjpe(poses, truths)),
-          "n_mpjpe": np.asarray(metrics.n_mpjpe(poses, truths)),
-          "pa_mpjpe": np.asarray(metrics.pa_mpjpe(poses, truths)),
-          "pck": np.asarray(metrics.pck_3d(poses, truths)),
-          "auc": np.asarray(metrics.auc_3d(poses, truths))}
-
-
-def _action_name(action) -> str:
-  action = np.asarray(action).reshape(-1)[0] if np.ndim(action) else action
-  return action.decode() if isinstance(action, bytes) else str(action)
-
-
-def evaluate(graphdef, state, config, *, stream: str = "test", samples: int | None = None,
-             source=None) -> dict:
-  """MPJPE, N-MPJPE, PA-MPJPE (mm) and 3D PCK / AUC over every view of the first `samples`
-  (default `config.eval.samples`; 0: all of a dataset's) samples of a held-out stream; each
-  view is one single-image prediction, scaled to mm with the mean bone lengths (METHOD.md
-  section 5). When samples carry an "action", the same metrics per action go to
-  results["per_action"]."""
-  source = make_source(config) if source is None else source
-  model = _model(graphdef, state)
-  count = config.eval.samples if samples is None else samples
-  size = getattr(source, "sizes", {}).get(stream)  # datasets know how many samples they hold
-  if size is not None:
-    count = min(count, size) if count > 0 else size
-  elif count <= 0:
-    raise ValueError(f"Evaluating all samples of {stream!r} needs a source that knows its size; "
-                     "set config.eval.samples > 0")
-  per_view, actions, valid_views = [], [], 0
-  for index in range(count):
-    sample = source(stream, index)
-    view_mask = sample.get("view_mask", np.ones(len(sample["image"]), bool))
-    predictions = predict_metric(model, sample["image"], sample["camera"])
-    pose, valid = predictions["pose_3d_mm"], predictions["valid"]
-    per_view.append(_metrics_of(pose[view_mask], sample["joints_3d"][view_mask]))
-    if "joints_2d" in sample:  # the 2D stage's share of the error
-      per_view[-1]["error_2d_px"] = np.asarray(metrics.pixel_error(
-          predictions["joints_2d"][view_mask], sample["joints_2d"][view_mask],
-          sample["joints_2d_mask"][view_mask]))
-    actions += [_action_name(sample["action"])] * int(view_mask.sum()) if "action" in sample \
-        else []
-    valid_views += int(np.sum(valid[view_mask]))
-  errors = {k: np.concatenate([v[k] for v in per_view]) for k in per_view[0]}
-  results = {name: float(np.mean(values)) for name, values in errors.items()}
-  results["views"] = len(errors["mpjpe"])
-  results["valid_fraction"] = valid_views / max(results["views"], 1)
-  if actions:
-    actions = np.array(actions)
-    results["per_action"] = {
-        name: {k: float(np.mean(v[actions == name])) for k, v in errors.items()}
-        for name in sorted(set(actions))}
+def evaluate_workdir(config, workdir: str, checkpoint: str = "latest") -> dict:
+  """Evaluates the latest or the best checkpoint of a workdir on the test stream; results also
+  go to workdir/eval_{checkpoint}.json."""
+  task = get_task(config)
+  model, step = checkpoints.restore_task_model(task, checkpoints.checkpoint_dir(workdir,
+                                                                                checkpoint))
+  results = task.evaluate(model, make_source(config.data), stream="test",
+                          samples=config.eval.samples)
+  with open(os.path.join(os.path.expanduser(workdir), f"eval_{checkpoint}.json"), "w") as f:
+    json.dump(dict(results, step=int(step)), f, indent=1)
+  print(task.format_results(results, f"held-out test, {checkpoint} checkpoint (step {step})"),
+        flush=True)
   return results
-
-
-def format_results(results: dict, title: str = "held-out test") -> str:
-  """A console table: all views, then one row per action when there are actions (their
-  unweighted mean is the usual Human3.6M figure)."""
-  header = f"{'':<16}{'MPJPE':>8}{'N-MPJPE':>9}{'PA-MPJPE':>10}{'PCK@150':>9}{'AUC':>7}"
-  row = lambda name, r: (f"{name:<16}{r['mpjpe']:>8.1f}{r['n_mpjpe']:>9.1f}"  # noqa: E731
-                         f"{r['pa_mpjpe']:>10.1f}{100 * r['pck']:>8.1f}%{100 * r['auc']:>6.1f}%")
-  error_2d = (f", 2D error {results['error_2d_px']:.1f} px" if "error_2d_px" in results
-              else "")
-  lines = [f"{title}: {results['views']} views, valid reconstructions "
-           f"{100 * results['valid_fraction']:.0f} %{error_2d}  (errors in mm)", header,
-           row("all views", results)]
-  per_action = results.get("per_action", {})
-  if per_action:
-    lines += [row(name, r) for name, r in per_action.items()]
-    lines.append(row("mean of actions", {k: float(np.mean([r[k] for r in per_action.values()]))
-                                         for k in ("mpjpe", "n_mpjpe", "pa_mpjpe", "pck",
-                                                   "auc")}))
-  return "\n".join(lines)

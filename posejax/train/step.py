@@ -1,17 +1,14 @@
-"""The train step as a pure function of pytrees, and its jit over a device mesh.
+"""The train step of any task, as a pure function of pytrees, and its jit over a device mesh.
 
-One step: augment both streams on the device (`augment.augment_batch`), run the network ONCE
-on the labeled images and all multi-view views together (so BatchNorm normalises with the
-statistics of the whole global batch), compute the objective of the mode, update with Optax.
+One step: the task's loss terms (a dict keyed by term name) of the model in train mode on the
+batch, their weighted sum (weights keyed by the same names, from the config), its gradient with
+respect to the trained parameters, an Optax update. A term without a weight is an error, and so
+is a batch key that the objective did not ask for (weak supervision must not be able to read a
+3D label that slipped into its batch).
 
-Modes (METHOD.md section 4):
-  "2d": L_H on the 2D-labeled stream (stage-1 pretraining).
-  "fs": L_H + psi L_Z; the multi-view views carry 2D and 3D labels in this mode.
-  "ws": L_H + alpha L_MC + beta L_B; the multi-view stream has no labels (the step refuses a
-        batch that carries 3D labels: weak supervision must not be able to read them), or
-        only 2D pseudo labels of the stage-1 model, on which L_H applies too (the regulariser
-        of METHOD.md section 4; `posejax.train.pseudo_labels`).
-Ablations are weights of zero (`heatmap_weight`, `alpha`, `beta`).
+A TrainState may carry a frozen model beside the trained one (a distillation teacher): its
+state is an input of every step, never differentiated nor updated, and the task sees it in
+eval mode (BatchNorm running averages).
 
 Sharding: `jit_train_step` replicates the state and shards every batch array along its first
 axis over the mesh axis "data"; XLA turns the batch means (BatchNorm, losses) into global ones.
@@ -19,8 +16,7 @@ axis over the mesh axis "data"; XLA turns the batch means (BatchNorm, losses) in
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import flax.struct
 import jax
@@ -29,45 +25,10 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from posejax import geometry, losses
-from posejax.data import augment
-from posejax.models import apply
-from posejax.skeleton import H36M, Skeleton
-
-MODES = ("2d", "fs", "ws")
-_3D_KEYS = ("joints_3d", "has_3d")
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-  """Which losses, with which weights (see losses.py for their normalisation)."""
-
-  mode: str = "ws"
-  heatmap_weight: float = 1.0
-  psi: float = 5.0
-  alpha: float = 10.0
-  beta: float = 100.0
-  with_scale: bool = False  # multi-view alignment: rigid (False) or similarity
-  # Whether the 3D losses (L_Z; L_MC, L_B) may move the 2D: the joints and the softmax weights
-  # that read the depth maps (METHOD.md lets them). False: they train the depth maps only, the
-  # 2D learns from L_H alone. At a small budget the 3D losses otherwise undo the 2D stage
-  # (through the softmax, whose gradient carries the temperature, 50): BUILD_NOTES.md, issue 6.
-  losses_3d_move_2d: bool = True
-  # Weight of `losses.scale_bone_loss` (zero at every solvable reconstruction; it keeps the
-  # depths where the root-depth quadratic has a root) and `losses.scale_pair_tilt_loss` (the
-  # torso across the line of sight). Not part of L_B: ablations keep them.
-  scale_weight: float = 1.0
-  max_scale_pair_gap: float = 0.7  # `losses.scale_pair_tilt_loss`'s max_gap
-  # Whether L_MC, L_B and the scale terms differentiate through the root-depth solve
-  # (METHOD.md: they do). Its gradient couples every joint to the scale pair's depths and is
-  # unbounded where the discriminant nears 0; with it, free per-view depths fitted to ground-
-  # truth 2D drift away from the true depths (BUILD_NOTES.md, issue 6, session 4).
-  root_depth_gradient: bool = True
-  heatmap_sigma: float = 2.0  # Gaussian targets, in heatmap cells
-
-  def __post_init__(self):
-    if self.mode not in MODES:
-      raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+# (model in train mode, batch, frozen model in eval mode or None) -> {term name: scalar}
+LossTerms = Callable[[nnx.Module, dict, nnx.Module | None], dict[str, jax.Array]]
+# Keys every stream may carry besides the objective's: the sampled augmentation matrices.
+_ALWAYS_ALLOWED = ("augmentation",)
 
 
 @flax.struct.dataclass
@@ -76,111 +37,87 @@ class TrainState:
   params: nnx.State  # nnx.Param
   rest: nnx.State  # BatchNorm statistics and anything else that is not trained
   opt_state: optax.OptState
+  frozen: nnx.State | None = None  # a frozen model's whole state (a teacher), or None
 
 
-def create_train_state(model: nnx.Module, optimizer: optax.GradientTransformation):
-  """(graphdef, TrainState) of a model."""
+def create_train_state(model: nnx.Module, optimizer: optax.GradientTransformation,
+                       frozen: nnx.Module | None = None):
+  """(graphdef, TrainState) of a model, with a frozen model beside it when given (its graphdef
+  is `frozen_graphdef(frozen)`)."""
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   return graphdef, TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
-                              opt_state=optimizer.init(params))
+                              opt_state=optimizer.init(params),
+                              frozen=None if frozen is None else nnx.split(frozen)[1])
 
 
-def _flatten_views(stream: dict) -> dict:
-  """[S, V, ...] -> [S * V, ...] for the per-view keys of a multi-view stream."""
-  return {k: v.reshape((-1,) + v.shape[2:]) for k, v in stream.items() if k != "view_mask"}
+def frozen_graphdef(frozen: nnx.Module | None) -> nnx.GraphDef | None:
+  return None if frozen is None else nnx.split(frozen)[0]
 
 
-def objective_terms(predictions: dict, batch: dict, objective: Objective, skeleton: Skeleton,
-                    num_labeled: int) -> dict[str, jax.Array]:
-  """Every loss term of the objective for predictions on [labeled; flattened multi-view]."""
-  heatmaps = predictions["heatmaps"]
-  size = heatmaps.shape[-3:-1]
-  stride = batch["image_size"] // size[0]
-  terms = {}
-
-  supervised_2d = [batch["labeled"]] if "labeled" in batch else []
-  # The multi-view views' 2D labels: the dataset's in mode "fs", pseudo labels in mode "ws".
-  if objective.mode != "2d" and "joints_2d" in batch.get("multiview", {}):
-    supervised_2d.append(_flatten_views(batch["multiview"]))
-  count = sum(len(s["joints_2d"]) for s in supervised_2d)
-  if supervised_2d:
-    joints_2d = jnp.concatenate([s["joints_2d"] for s in supervised_2d])
-    mask = jnp.concatenate([s["joints_2d_mask"] for s in supervised_2d])
-    targets = losses.heatmap_targets(joints_2d, size, stride=stride,
-                                     sigma=objective.heatmap_sigma)
-    terms["heatmap"] = losses.heatmap_loss(heatmaps[:count], targets, mask)
-
-  if "multiview" in batch and objective.mode != "2d":
-    view_mask = batch["multiview"]["view_mask"]
-    shape = view_mask.shape
-    view = lambda x: x[num_labeled:].reshape(shape + x.shape[1:])  # noqa: E731
-    rel_depth = view(predictions["rel_depth"])
-    if not objective.losses_3d_move_2d:  # same values, gradients to the depth maps only
-      rel_depth = geometry.relative_depth(jax.lax.stop_gradient(view(predictions["probabilities"])),
-                                          view(predictions["depthmaps"]))
-    if objective.mode == "fs":
-      stream = batch["multiview"]
-      target = geometry.relative_depth_target(stream["joints_3d"], skeleton)
-      depth_mask = (stream["has_3d"] & view_mask)[..., None] & jnp.ones_like(target, bool)
-      terms["depth"] = losses.depth_loss(rel_depth, target, depth_mask)
-    else:
-      joints_2d = view(predictions["joints_2d"])
-      if not objective.losses_3d_move_2d:
-        joints_2d = jax.lax.stop_gradient(joints_2d)
-      poses, root_depth, _ = geometry.reconstruct(
-          joints_2d, rel_depth, batch["multiview"]["camera"], skeleton,
-          root_gradient=objective.root_depth_gradient)
-      confidence = view(predictions["confidence"])
-      # Poses in front of the camera count, including those whose discriminant is negative
-      # (reconstructed at the vertex, the scale bone as close to C as it gets): dropping them
-      # would let the network escape L_MC and L_B by making every reconstruction "invalid",
-      # which it learnt to do (BUILD_NOTES.md, issue 6).
-      present = view_mask & (root_depth > 0)
-      terms["multiview"] = losses.multiview_consistency_loss(
-          poses, confidence, present, with_scale=objective.with_scale)
-      terms["limb"] = losses.limb_length_loss(
-          poses, confidence * present[..., None].astype(jnp.float32), skeleton)
-      # Every view, even one reconstructed behind the camera: its bone is too long all the same.
-      terms["scale_bone"] = losses.scale_bone_loss(poses, view_mask, skeleton)
-      terms["scale_tilt"] = losses.scale_pair_tilt_loss(
-          rel_depth, view_mask, skeleton, max_gap=objective.max_scale_pair_gap)
-  return terms
+def check_batch_keys(batch: dict, allowed: Mapping[str, tuple[str, ...]]):
+  """Raises ValueError if the batch has a stream or a key that `allowed` ({stream: keys}) does
+  not list."""
+  for stream, arrays in batch.items():
+    if stream not in allowed:
+      raise ValueError(f"This objective reads no stream {stream!r}; it reads {sorted(allowed)}")
+    extra = sorted(set(arrays) - set(allowed[stream]) - set(_ALWAYS_ALLOWED))
+    if extra:
+      raise ValueError(f"The batch's {stream!r} stream carries {extra}, which this objective "
+                       f"must not read (allowed: {sorted(allowed[stream])})")
 
 
-def total_loss(terms: dict[str, jax.Array], objective: Objective) -> jax.Array:
-  weights = {"heatmap": objective.heatmap_weight, "depth": objective.psi,
-             "multiview": objective.alpha, "limb": objective.beta,
-             "scale_bone": objective.scale_weight, "scale_tilt": objective.scale_weight}
+def weighted_sum(terms: Mapping[str, jax.Array], weights: Mapping[str, float]) -> jax.Array:
+  """sum_k weights[k] terms[k]; a term without a weight is an error (a typo in a config's
+  weights would otherwise silently train without it)."""
+  missing = sorted(set(terms) - set(weights))
+  if missing:
+    raise ValueError(f"No weight for loss term(s) {missing}; weights given: {sorted(weights)}")
   return sum(weights[name] * value for name, value in terms.items())
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
-                    objective: Objective, skeleton: Skeleton = H36M,
-                    learning_rate: optax.Schedule | None = None) -> Callable:
-  """The pure step: (TrainState, batch) -> (TrainState, metrics)."""
+                    loss_terms: LossTerms, weights: Mapping[str, float], *,
+                    batch_keys: Mapping[str, tuple[str, ...]] | None = None,
+                    frozen_graphdef: nnx.GraphDef | None = None,
+                    prepare: Callable[[dict], dict] | None = None,
+                    learning_rate: optax.Schedule | None = None,
+                    stage_start: int = 0) -> Callable:
+  """The pure step: (TrainState, batch) -> (TrainState, metrics).
+
+  Args:
+    graphdef: the trained model's graph.
+    optimizer: its Optax transformation (the state's opt_state is this optimiser's).
+    loss_terms: the task's objective, see `LossTerms`.
+    weights: a weight per term name.
+    batch_keys: {stream: keys} the objective may read; checked at trace time when given.
+    frozen_graphdef: the graph of the state's frozen model, if it has one.
+    prepare: batch -> batch before the loss, outside the gradient (the task's augmentation on
+      the device, say).
+    learning_rate: the schedule, reported as a metric at the stage's own step.
+    stage_start: the global step at which this optimiser started (its schedule counts from it).
+  """
+  weights = dict(weights)
 
   def train_step(state: TrainState, batch: dict):
-    if objective.mode == "ws" and any(k in s for s in batch.values() for k in _3D_KEYS):
-      raise ValueError("A weakly supervised batch must not carry 3D labels "
-                       f"({', '.join(_3D_KEYS)}); build it with BatchSpec(mode='ws')")
-    batch = {name: augment.augment_batch(stream, stream["augmentation"], skeleton=skeleton)
-             if "augmentation" in stream else stream for name, stream in batch.items()}
-    streams = [batch["labeled"]] if "labeled" in batch else []
-    if "multiview" in batch and objective.mode != "2d":
-      streams.append(_flatten_views(batch["multiview"]))
-    images = jnp.concatenate([s["image"] for s in streams])
-    cameras = jnp.concatenate([s["camera"] for s in streams])
-    num_labeled = len(batch["labeled"]["image"]) if "labeled" in batch else 0
+    if batch_keys is not None:
+      check_batch_keys(batch, batch_keys)
+    if prepare is not None:
+      batch = prepare(batch)
+    frozen = None
+    if frozen_graphdef is not None:
+      frozen = nnx.merge(frozen_graphdef, jax.lax.stop_gradient(state.frozen), copy=True)
+      frozen.eval()
 
     def loss_fn(params):
-      predictions, new_state = apply(graphdef, nnx.merge_state(params, state.rest), images,
-                                     cameras, train=True)
-      terms = objective_terms(predictions, dict(batch, image_size=images.shape[-3]),
-                              objective, skeleton, num_labeled)
-      # Keep only what is not a parameter (the new BatchNorm statistics): the full state's
-      # copy of the parameters is the pre-update one and must not shadow the update.
-      _, new_rest = nnx.split_state(new_state, nnx.Param, ...)
-      return total_loss(terms, objective), (terms, new_rest)
+      # copy=True: fresh Variables at the current trace level, so BatchNorm can update its
+      # statistics inside jax.grad.
+      model = nnx.merge(graphdef, nnx.merge_state(params, state.rest), copy=True)
+      model.train()
+      terms = loss_terms(model, batch, frozen)
+      # Keep only what is not a parameter (the new BatchNorm statistics): the model's copy of
+      # the parameters is the pre-update one and must not shadow the update.
+      _, new_rest = nnx.split_state(nnx.state(model), nnx.Param, ...)
+      return weighted_sum(terms, weights), (terms, new_rest)
 
     (loss, (terms, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -189,9 +126,9 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads),
                    param_norm=optax.tree.norm(params), **terms)
     if learning_rate is not None:
-      metrics["learning_rate"] = learning_rate(state.step)
-    new_state = TrainState(step=state.step + 1, params=params, rest=new_rest,
-                           opt_state=opt_state)
+      metrics["learning_rate"] = learning_rate(state.step - stage_start)
+    new_state = state.replace(step=state.step + 1, params=params, rest=new_rest,
+                              opt_state=opt_state)
     return new_state, metrics
 
   return train_step

@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from posejax import skeleton
-from posejax.data import crop, datasets, video
+from posejax.data.real import crop, datasets, video
 
 TRAIN_MAPPING = skeleton.MPI_INF_3DHP_TRAIN_TO_H36M
 TEST_MAPPING = skeleton.MPI_INF_3DHP_TEST_TO_H36M
@@ -312,7 +312,7 @@ def builder_config(image_size: int = 256, margin: float = 1.25, train_every: int
 
 
 class PosejaxMpiInf3dhp(tfds.core.GeneratorBasedBuilder):
-  """MPI-INF-3DHP person crops (see posejax.data.mpi_inf_3dhp)."""
+  """MPI-INF-3DHP person crops (see posejax.data.real.mpi_inf_3dhp)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}

@@ -1,6 +1,6 @@
-"""Host (NumPy) vs device (jitted JAX) image warp of posejax.data.augment: which to use where.
+"""Host (NumPy) vs device (jitted JAX) image warp of posejax.data.batching.augment: which to use where.
 
-    python -m experiments.augment_timing [--cases=64x128,32x256] [--repeats=10] [--json=FILE]
+    python -m experiments.studies.augment_timing [--cases=64x128,32x256] [--repeats=10] [--json=FILE]
 
 Each case is BATCHxSIZE (square uint8 RGB crops, random augmentations with flips). Rows:
 
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from posejax.data import augment
+from posejax.data.batching import augment
 from posejax.skeleton import H36M
 
 _CASES = flags.DEFINE_list("cases", ["64x128", "32x256"], "Cases as BATCHxSIZE.")

@@ -25,7 +25,7 @@ import zlib
 
 import numpy as np
 
-from posejax.data import motion
+from posejax.data.render import motion
 from posejax.skeleton import H36M
 
 J = H36M.num_joints

@@ -50,7 +50,7 @@ import scipy.ndimage
 import tensorflow_datasets as tfds
 
 from posejax import skeleton
-from posejax.data import crop, datasets, video
+from posejax.data.real import crop, datasets, video
 
 # The 32 joints of the D3_Positions files (H36M metadata; end sites named after their joint).
 JOINTS_32 = (
@@ -382,7 +382,7 @@ def generate_examples(sequences: list[Sequence], every: int, config: H36mConfig)
 
 
 class PosejaxH36m(tfds.core.GeneratorBasedBuilder):
-  """Human3.6M multi-view person crops (see posejax.data.h36m)."""
+  """Human3.6M multi-view person crops (see posejax.data.real.h36m)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}

@@ -1,4 +1,4 @@
-"""The pseudo-label regulariser (METHOD.md section 4): 2D labels for the multi-view images.
+"""The pseudo-label regulariser (docs/method.md section 4): 2D labels for the multi-view images.
 
 Before weak supervision starts, the 2D pose model of stage 1 runs ONCE over every view of the
 multi-view training stream; its joints with confidence above a threshold (tau = 0.5) become 2D
@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from posejax.data.pipeline import Source
+from posejax.data.batching.sources import Source
 from posejax.models.posenet import apply
 
 FILENAME = "pseudo_labels.npz"

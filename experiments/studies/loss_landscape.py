@@ -1,6 +1,6 @@
 """The weakly supervised objective as a function of the depths alone, without a network.
 
-    python -m experiments.loss_landscape --samples=32 --steps=2000
+    python -m experiments.studies.loss_landscape --samples=32 --steps=2000
 
 On synthetic validation samples with their ground-truth 2D joints, two reports:
 
@@ -31,7 +31,7 @@ import optax
 from absl import app, flags
 
 from posejax import geometry, metrics
-from posejax.data import synthetic
+from posejax.data.render import synthetic
 from posejax.skeleton import H36M
 from posejax.train import step as step_lib
 from posejax.train.loop import quiet_library_logs

@@ -17,7 +17,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from posejax.data import synthetic
+from posejax.data.render import synthetic
 
 J = synthetic.J
 
@@ -43,7 +43,7 @@ def builder_config(config: synthetic.SyntheticConfig, sizes: dict[str, int]):
 
 
 class PosejaxSynthetic(tfds.core.GeneratorBasedBuilder):
-  """posejax's synthetic multi-view humans (see posejax.data.synthetic)."""
+  """posejax's synthetic multi-view humans (see posejax.data.render.synthetic)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}

@@ -1,6 +1,6 @@
 """The registry of real datasets: one name per TFDS builder, prepared once, then read as a Source.
 
-    from posejax.data import datasets
+    from posejax.data.real import datasets
     datasets.prepare("h36m", manual_dir="~/h36m", data_dir="~/posejax_data", image_size=256)
     source = datasets.source("h36m", data_dir="~/posejax_data", image_size=256)
     sample = source("test", 0)  # the DESIGN.md keys, like the synthetic data
@@ -32,12 +32,11 @@ import importlib
 import io
 import json
 import os
-from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
-Source = Callable[[str, int], dict]
+from posejax.data.batching.sources import Source  # noqa: F401  (the one Source type)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,14 +56,14 @@ class DatasetInfo:
 
 # Add a dataset here with its module (the builders land one by one).
 DATASETS: dict[str, DatasetInfo] = {
-    "h36m": DatasetInfo("posejax.data.h36m", ("train_multiview", "train_2d", "test"),
+    "h36m": DatasetInfo("posejax.data.real.h36m", ("train_multiview", "train_2d", "test"),
                         "http://vision.imar.ro/human3.6m/"),
-    "mpi_inf_3dhp": DatasetInfo("posejax.data.mpi_inf_3dhp",
+    "mpi_inf_3dhp": DatasetInfo("posejax.data.real.mpi_inf_3dhp",
                                 ("train_multiview", "train_2d", "test"),
                                 "https://vcai.mpi-inf.mpg.de/3dhp-dataset/"),
-    "mpii": DatasetInfo("posejax.data.mpii", ("train_2d",), "http://human-pose.mpi-inf.mpg.de/"),
-    "coco": DatasetInfo("posejax.data.coco", ("train_2d",), "https://cocodataset.org/"),
-    "own_multiview": DatasetInfo("posejax.data.manifest", ("train_multiview",),
+    "mpii": DatasetInfo("posejax.data.real.mpii", ("train_2d",), "http://human-pose.mpi-inf.mpg.de/"),
+    "coco": DatasetInfo("posejax.data.real.coco", ("train_2d",), "https://cocodataset.org/"),
+    "own_multiview": DatasetInfo("posejax.data.real.manifest", ("train_multiview",),
                                  "your own recordings (README.md: Your own multi-view data)"),
 }
 

@@ -1,8 +1,8 @@
-"""Video decode speed: posejax.data.video (PyAV) against OpenCV, on a 1000 x 1000 H.264 mp4
+"""Video decode speed: posejax.data.real.video (PyAV) against OpenCV, on a 1000 x 1000 H.264 mp4
 (Human3.6M's format) of 600 frames with a keyframe every 50.
 
-    python -m experiments.video_decode_timing
-    PYTHONPATH=/tmp/cvbench python -m experiments.video_decode_timing  # with OpenCV there:
+    python -m experiments.studies.video_decode_timing
+    PYTHONPATH=/tmp/cvbench python -m experiments.studies.video_decode_timing  # with OpenCV there:
     # pip install --target /tmp/cvbench opencv-python-headless
 
 Prints frames/s decoding every frame, and the time for every 64th frame (the Human3.6M test
@@ -18,7 +18,7 @@ import time
 import av
 import numpy as np
 
-from posejax.data import video
+from posejax.data.real import video
 
 FRAMES, SIZE, EVERY = 600, 1000, 64
 

@@ -32,7 +32,7 @@ import tensorflow_datasets as tfds
 from pycocotools.coco import COCO
 
 from posejax import skeleton
-from posejax.data import datasets, mpii
+from posejax.data.real import datasets, mpii
 
 MAPPING = skeleton.COCO_TO_H36M
 NUM_SOURCE_JOINTS = MAPPING.num_source_joints  # 17
@@ -116,7 +116,7 @@ def builder_config(image_size: int = 256, margin: float = 1.25,
 
 
 class PosejaxCoco(tfds.core.GeneratorBasedBuilder):
-  """COCO keypoints single-person crops (see posejax.data.coco)."""
+  """COCO keypoints single-person crops (see posejax.data.real.coco)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}

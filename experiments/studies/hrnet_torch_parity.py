@@ -1,7 +1,7 @@
 """Checks posejax's HRNet against the authors' PyTorch pose HRNet, output for output.
 
     pip install "posejax[torch]"   # plus a checkout of the HRNet authors' code (not shipped)
-    python -m experiments.hrnet_torch_parity \
+    python -m experiments.studies.hrnet_torch_parity \
         --pose_hrnet=/path/to/deep-high-resolution-net.pytorch/lib/models/pose_hrnet.py
 
 Builds their `PoseHighResolutionNet` (W32 and W16, the published stage layout) with random

@@ -44,7 +44,7 @@ import scipy.io
 import tensorflow_datasets as tfds
 
 from posejax import skeleton
-from posejax.data import crop, datasets, video
+from posejax.data.real import crop, datasets, video
 
 MAPPING = skeleton.MPII_TO_H36M
 J = MAPPING.target.num_joints
@@ -334,7 +334,7 @@ def from_record(record: dict) -> dict:
 
 
 class PosejaxMpii(tfds.core.GeneratorBasedBuilder):
-  """MPII Human Pose single-person crops (see posejax.data.mpii)."""
+  """MPII Human Pose single-person crops (see posejax.data.real.mpii)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}

@@ -40,7 +40,7 @@ Two implementations of the same maths, with identical results up to float roundi
   step; `warp_images`. Sampling stays on the host (a `np.random.Generator`); only the matrices
   (`augmentation_matrices`) travel to the device.
 
-Default: the device path, by measurement (`python -m experiments.augment_timing`, 2-core CPU):
+Default: the device path, by measurement (`python -m experiments.studies.augment_timing`, 2-core CPU):
 the jitted warp costs 3-4x less CPU time than the NumPy one (64 x 128^2: 9-13 vs 34-37 CPU-ms;
 32 x 256^2: 15-25 vs 63-100 CPU-ms), and on a CPU the host pipeline's cores are the network's
 cores. On an accelerator the warp is a small kernel next to the network, while the host would
@@ -329,7 +329,7 @@ def warp_images_numpy(images, matrices) -> np.ndarray:
   matrices_flat = np.asarray(matrices, np.float32).reshape(-1, 3, 3)
   warped = np.empty_like(images_flat)
   # One image at a time keeps the float32 temporaries in cache: 1.7-1.9x faster than one
-  # vectorised call over a batch of 64 x 128^2 or 32 x 256^2 (experiments/augment_timing.py).
+  # vectorised call over a batch of 64 x 128^2 or 32 x 256^2 (experiments/studies/augment_timing.py).
   for n in range(images_flat.shape[0]):
     warped[n] = _warp_one_numpy(images_flat[n], matrices_flat[n])
   return warped.reshape(images.shape)
@@ -409,7 +409,7 @@ def warp_images(images, matrices, *, pixels_per_chunk: int | None = None):
     pixels_per_chunk: warp about this many output pixels at a time (whole images, a `lax.map`
       over chunks of the batch), or 0 for the whole batch in one vectorised gather. None: 2^17
       on CPU, where cache-sized chunks measured 1.3-2.7x faster than one gather over 64-128
-      images (experiments/augment_timing.py), and 0 on accelerators, which want one big kernel.
+      images (experiments/studies/augment_timing.py), and 0 on accelerators, which want one big kernel.
 
   Returns:
     [..., H, W, C] uint8 (rounded half to even).

@@ -52,12 +52,12 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from posejax.data import crop, datasets, video
+from posejax.data.real import crop, datasets, video
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Put one JSON manifest per recording into <manual_dir>/ (any name ending in .json), with the
 videos or frame folders it names (paths relative to the manifest). The schema is in the
-docstring of posejax/data/manifest.py and in README.md ("Your own multi-view data").
+docstring of posejax/data/real/manifest.py and in README.md ("Your own multi-view data").
 """
 
 
@@ -240,7 +240,7 @@ def find_manifests(manual_dir: str) -> list[str]:
   paths = sorted(glob.glob(os.path.join(manual_dir, "*.json")))
   if not paths:
     raise FileNotFoundError(f"{manual_dir}: no *.json manifest in the manual dir; "
-                            "see posejax/data/manifest.py for the format")
+                            "see posejax/data/real/manifest.py for the format")
   return paths
 
 
@@ -265,7 +265,7 @@ def builder_config(name: str = "default", image_size: int = 256, margin: float =
 
 
 class PosejaxOwnMultiview(tfds.core.GeneratorBasedBuilder):
-  """Your own synchronised multi-view recordings, unlabeled (see posejax.data.manifest)."""
+  """Your own synchronised multi-view recordings, unlabeled (see posejax.data.real.manifest)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}

@@ -1,0 +1,110 @@
+"""Orbax checkpoints of a TrainState, the run config beside them, and models of a workdir.
+
+A workdir holds config.json (the run's config), checkpoints/ (the latest few TrainStates),
+best/ (the one with the best validation metric), eval.json and tensorboard/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+from ml_collections import config_dict
+
+from posejax.tasks import get_task
+
+
+def manager(directory: str, keep: int = 3,
+            best_metric: str | None = None) -> ocp.CheckpointManager:
+  """Keeps the `keep` latest checkpoints, or with `best_metric` the `keep` lowest ones."""
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, best_mode="min",
+      best_fn=(lambda scores: scores[best_metric]) if best_metric else None)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def _restore(checkpoints: ocp.CheckpointManager, target, step: int | None, partial: bool):
+  step = checkpoints.latest_step() if step is None else step
+  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+  try:
+    args = (ocp.args.PyTreeRestore(
+        abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=True) if partial else ocp.args.StandardRestore(abstract))
+    return checkpoints.restore(step, args=args)
+  except Exception as error:  # orbax raises several types for damaged or foreign checkpoints
+    raise RuntimeError(f"Cannot restore checkpoint {step} from {checkpoints.directory}: it is "
+                       f"damaged or was written by another model/config ({error})") from error
+
+
+def restore(checkpoints: ocp.CheckpointManager, state, step: int | None = None):
+  """The TrainState of the latest (or `step`'s) checkpoint, shaped like `state`."""
+  return _restore(checkpoints, state, step, partial=False)
+
+
+def restore_weights(checkpoints: ocp.CheckpointManager, params, rest,
+                    step: int | None = None) -> tuple[nnx.State, nnx.State]:
+  """(params, rest) alone of a checkpoint, shaped like those given: a model to evaluate, or
+  the start of a run from another run's weights (whose optimiser may differ)."""
+  weights = _restore(checkpoints, {"params": params, "rest": rest}, step, partial=True)
+  return weights["params"], weights["rest"]
+
+
+def save_config(config, workdir: str):
+  """The run's config beside its checkpoints, so a workdir alone is enough to predict."""
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+
+
+def load_config(workdir: str) -> config_dict.ConfigDict:
+  """The config a workdir was trained with (its config.json)."""
+  path = os.path.join(os.path.expanduser(workdir), "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path!r} does not exist: is {workdir!r} a training workdir "
+                            "(python -m experiments.train ... --workdir=DIR)?")
+  with open(path) as f:
+    return config_dict.ConfigDict(json.load(f))
+
+
+def eval_model(graphdef, params, rest) -> nnx.Module:
+  """The model of a graph and its weights, in eval mode (BatchNorm running averages)."""
+  model = nnx.merge(graphdef, nnx.merge_state(params, rest))
+  model.eval()
+  return model
+
+
+def restore_task_model(task, directory: str, step: int | None = None):
+  """(model in eval mode, step) of the task's model restored from the latest (or `step`'s)
+  checkpoint in `directory`.
+
+  Raises:
+    FileNotFoundError: `directory` holds no checkpoint.
+  """
+  graphdef, params, rest = nnx.split(task.create_model(nnx.Rngs(0)), nnx.Param, ...)
+  checkpoints = manager(directory)
+  if checkpoints.latest_step() is None:
+    raise FileNotFoundError(f"No checkpoint in {directory!r}: train first "
+                            "(python -m experiments.train ...)")
+  step = checkpoints.latest_step() if step is None else step
+  return eval_model(graphdef, *restore_weights(checkpoints, params, rest, step)), step
+
+
+def restore_model(workdir: str, step: int | None = None, checkpoint: str = "latest"):
+  """(model in eval mode, config) of a training workdir: its config.json and its latest (or
+  `step`'s) checkpoint, or with `checkpoint="best"` the one kept in best/.
+
+  Raises:
+    FileNotFoundError: the workdir has no config.json or no checkpoint.
+  """
+  config = load_config(workdir)
+  model, _ = restore_task_model(get_task(config), checkpoint_dir(workdir, checkpoint), step)
+  return model, config
+
+
+def checkpoint_dir(workdir: str, checkpoint: str = "latest") -> str:
+  if checkpoint not in ("latest", "best"):
+    raise ValueError(f"checkpoint must be 'latest' or 'best', got {checkpoint!r}")
+  return os.path.join(os.path.expanduser(workdir),
+                      "checkpoints" if checkpoint == "latest" else "best")

@@ -1,0 +1,112 @@
+"""posejax.completion (neighbour fill, BERT-style masking, masked loss) and CompletionMLP."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from posejax import completion
+from posejax.models.completion import CompletionMLP
+from posejax.skeleton import H36M, Skeleton
+
+# A 5-joint toy tree: 0 root with children 1 and 3; 1 -> 2; 3 -> 4.
+CHAIN = Skeleton(name="toy_5", joint_names=("a", "b", "c", "d", "e"),
+                 parents=(-1, 0, 1, 0, 3), scale_pair=(1, 0), flip_pairs=((1, 3),),
+                 mean_bone_lengths_mm=(1.0, 1.0, 1.0, 1.0), mean_scale_mm=1.0)
+
+
+def h36m_pose():
+  return np.random.default_rng(0).normal(size=(17, 3)).astype(np.float32)
+
+
+def test_neighbour_fill_on_h36m_leaf_root_and_branching_joint():
+  pose = h36m_pose()
+  fill = np.asarray(completion.neighbour_fill(pose, H36M))
+  head_top, neck, pelvis, thorax, spine = (H36M.index(n) for n in (
+      "head_top", "neck_nose", "pelvis", "thorax", "spine"))
+  # A leaf takes its parent.
+  np.testing.assert_array_equal(fill[head_top], pose[neck])
+  # The root: the mean of its children (right hip, left hip, spine).
+  np.testing.assert_allclose(fill[pelvis], (pose[1] + pose[4] + pose[7]) / 3, rtol=1e-6,
+                             atol=1e-7)
+  # The thorax: its parent (spine) and its three children (neck/nose, both shoulders).
+  np.testing.assert_allclose(fill[thorax], (pose[spine] + pose[neck] + pose[11] + pose[14]) / 4,
+                             rtol=1e-6, atol=1e-7)
+  # A joint with one child: the midpoint of parent and child (the left knee).
+  np.testing.assert_allclose(fill[5], (pose[4] + pose[6]) / 2, rtol=1e-6, atol=1e-7)
+
+
+def test_neighbour_fill_exact_values_and_other_skeletons():
+  pose = np.array([[0, 0, 0], [2, 0, 0], [4, 2, 0], [0, 4, 0], [0, 8, 6]], np.float32)
+  fill = np.asarray(completion.neighbour_fill(pose[None], CHAIN))[0]
+  np.testing.assert_array_equal(fill, [[1, 2, 0], [2, 1, 0], [2, 0, 0], [0, 4, 3], [0, 4, 0]])
+  with pytest.raises(ValueError, match="5 joints"):
+    completion.neighbour_fill(h36m_pose(), CHAIN)
+
+
+def test_bert_mask_selects_exactly_k_joints_and_replaces_80_percent():
+  poses = np.broadcast_to(h36m_pose(), (10_000, 17, 3))
+  masked, selected, replaced = jax.jit(completion.bert_mask, static_argnums=2)(
+      jax.random.key(0), poses, H36M)
+  selected, replaced, masked = np.asarray(selected), np.asarray(replaced), np.asarray(masked)
+  assert completion.num_masked(17, 0.2) == 3
+  np.testing.assert_array_equal(selected.sum(-1), 3)
+  assert not np.any(replaced & ~selected)
+  rate = replaced.sum() / selected.sum()
+  assert rate == pytest.approx(0.8, abs=0.02)
+  # Every joint is as likely to be selected (3/17 each; 5 sigma ~ 0.019).
+  np.testing.assert_allclose(selected.mean(0), 3 / 17, atol=0.02)
+  fill = np.asarray(completion.neighbour_fill(poses[:1], H36M))[0]
+  np.testing.assert_array_equal(masked, np.where(replaced[..., None], fill, poses))
+
+
+def test_bert_mask_other_sizes():
+  assert completion.num_masked(5, 0.2) == 1
+  assert completion.num_masked(2, 0.2) == 1  # at least one joint
+  _, selected, _ = completion.bert_mask(jax.random.key(1), np.zeros((4, 5, 3)), CHAIN,
+                                        ratio=0.4, replace_probability=1.0)
+  np.testing.assert_array_equal(np.asarray(selected).sum(-1), 2)
+
+
+def test_completion_loss_counts_selected_joints_only():
+  truth = np.zeros((2, 17, 3), np.float32)
+  pred = np.full((2, 17, 3), 100.0, np.float32)  # far off everywhere but...
+  selected = np.zeros((2, 17), bool)
+  selected[0, [1, 5]] = True
+  selected[1, 9] = True
+  pred[0, 1] = [1, 0, 0]  # squared error 1
+  pred[0, 5] = [0, 2, 0]  # 4
+  pred[1, 9] = [0, 0, 3]  # 9
+  assert float(completion.completion_loss(pred, truth, selected)) == pytest.approx(14 / 3)
+  assert float(completion.completion_loss(pred, truth, np.zeros((2, 17), bool))) == 0.0
+
+
+def test_joint_features_layout():
+  pose = np.array([[0, 0, 0], [2, 0, 0], [4, 2, 0], [0, 4, 0], [0, 8, 6]], np.float32)
+  replaced = np.array([False, True, False, False, True])
+  features = np.asarray(completion.joint_features(pose, replaced, CHAIN))
+  assert features.shape == (5, 10)
+  np.testing.assert_array_equal(features[0], [0, 0, 0, 0, 0, 0, 1, 2, 0, 0])  # root: no parent
+  np.testing.assert_array_equal(features[1], [2, 0, 0, 0, 0, 0, 4, 2, 0, 1])
+  np.testing.assert_array_equal(features[4], [0, 8, 6, 0, 4, 0, 0, 0, 0, 1])  # leaf: no child
+
+
+def test_completion_mlp_starts_as_the_identity_and_trains():
+  model = CompletionMLP(H36M, hidden=64, blocks=2, rngs=nnx.Rngs(0))
+  truth = np.random.default_rng(1).normal(size=(8, 17, 3)).astype(np.float32)
+  masked, selected, replaced = completion.bert_mask(jax.random.key(2), truth, H36M)
+  model.eval()
+  out = nnx.jit(lambda model: model(masked, replaced))(model)
+  assert out.shape == (8, 17, 3) and out.dtype == jnp.float32
+  np.testing.assert_array_equal(out, masked)
+
+  model.train()
+
+  def loss_fn(model):
+    return completion.completion_loss(model(masked, replaced), truth, selected)
+
+  grads = nnx.jit(nnx.grad(loss_fn))(model)
+  leaves = jax.tree_util.tree_leaves(nnx.state(grads, nnx.Param))
+  assert all(np.all(np.isfinite(g)) for g in leaves)
+  assert np.any(np.asarray(grads.output_layer.kernel[...]) != 0)
