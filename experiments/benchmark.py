@@ -12,7 +12,7 @@ Sections (run in this order, each prints rows of one table):
             image and, on a GPU, the achieved fraction of the device's peak FLOP/s. On the
             first device only.
   train:    the full train step (on-device augmentation, network, objective, Adam update) of
-            the synthetic config per mode, jitted over a mesh of 1 and of all devices: compile
+            the synthetic config per objective, jitted over a mesh of 1 and of all devices: compile
             time and images/s, beside the input pipeline's images/s for the same batch
             (rendered on the fly and, with --train_data_dir, from a prepared data dir). Each
             device count runs in a fresh process (fake CPU devices are fixed at JAX's start).
@@ -42,9 +42,11 @@ from flax import nnx
 
 from experiments.configs import synthetic as synthetic_config
 from posejax import geometry, losses, models
-from posejax.data.batching import pipeline
+from posejax.data.batching import pipeline, sources
 from posejax.data.render import synthetic
 from posejax.skeleton import H36M
+from posejax.tasks import get_task
+from posejax.train import loop
 from posejax.train import optimizer as optim
 from posejax.train import step as step_lib
 
@@ -54,15 +56,16 @@ _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed runs per measurement (medi
 _SIZES = flags.DEFINE_list("geometry_samples", ["32", "3200"],
                            "Multi-view samples per batch for the geometry section.")
 _MODELS = flags.DEFINE_list(
-    "models", ["hrnet_w32:256:4:float32", "hrnet_w32:256:4:bfloat16", "hrnet_w8_small:128:32:float32"],
+    "models", ["hrnet_w32:256:4:float32", "hrnet_w32:256:4:bfloat16",
+               "hrnet_w8_small:128:32:float32"],
     "Model section cases as name:image_size:batch:compute_dtype.")
 _DATA_WORKERS = flags.DEFINE_integer("data_workers", 2, "Rendering threads in the data section.")
 _TRAIN_CONFIGS = flags.DEFINE_list(
     "train_configs", ["ws:hrnet_w8_small:128:32:8", "fs:hrnet_w8_small:128:32:8",
                       "2d:hrnet_w8_small:128:32:0"],
-    "Train section cases as mode:model:image_size:labeled:multiview[:compute_dtype] "
-    "(experiments/configs/synthetic.py with these fields changed; 4 views per multi-view "
-    "sample; the dtype defaults to the config's float32).")
+    "Train section cases as objective:model:image_size:labeled:multiview[:compute_dtype] "
+    "(experiments/configs/synthetic.py with that objective as its one stage and these fields "
+    "changed; 4 views per multi-view sample; the dtype defaults to the config's float32).")
 _TRAIN_DEVICES = flags.DEFINE_list(
     "train_devices", ["1", "all"], "Device counts of the train section; 'all': every "
     "accelerator, or on a CPU one fake device per core.")
@@ -134,7 +137,7 @@ _jax_loss_and_grad = jax.jit(jax.value_and_grad(_jax_loss, argnums=(0, 1)))
 
 
 def _numpy_reconstruct(joints_2d, rel_depth, camera):
-  """One view: METHOD.md section 3 with NumPy, returns (pose [J, 3], valid)."""
+  """One view: docs/method.md section 3 with NumPy, returns (pose [J, 3], valid)."""
   k, l = H36M.scale_pair
   homogeneous = np.concatenate([joints_2d, np.ones((len(joints_2d), 1))], axis=1)
   rays = homogeneous @ np.linalg.inv(camera).T
@@ -172,7 +175,8 @@ def numpy_loss_and_pose_gradient(batch):
   for s in range(num_samples):
     for v in range(num_views):
       poses[s, v], valid[s, v] = _numpy_reconstruct(
-          batch["joints_2d"][s, v].astype(np.float64), batch["rel_depth"][s, v], batch["camera"][s, v])
+          batch["joints_2d"][s, v].astype(np.float64), batch["rel_depth"][s, v],
+          batch["camera"][s, v])
   total, pairs = 0.0, 0
   gradient = np.zeros_like(poses)
   for s in range(num_samples):
@@ -246,8 +250,9 @@ def data_section(workers: int, repeats: int) -> list[dict]:
     seconds = time.perf_counter() - start
     rows.append(dict(section="data", case=f"render {size}px, 1 thread",
                      views_per_s=count * config.num_views / seconds))
-  spec = pipeline.BatchSpec(labeled=32, multiview=8, num_views=4, mode="ws")
-  source = pipeline.synthetic_source(synthetic.SyntheticConfig(image_size=128))
+  # The "ws" batch: labeled images with 2D labels, multi-view images without labels.
+  spec = pipeline.BatchSpec(labeled=32, multiview=8, num_views=4)
+  source = sources.synthetic_source(synthetic.SyntheticConfig(image_size=128))
   iterator = pipeline.batches(source, spec, workers=workers, prefetch=2)
   next(iterator)
   start = time.perf_counter()
@@ -383,29 +388,37 @@ def model_section(cases, repeats: int) -> list[dict]:
 
 
 def train_config(case: str):
-  """"mode:model:image_size:labeled:multiview[:dtype]" -> the synthetic config with those."""
+  """"objective:model:image_size:labeled:multiview[:dtype]" -> the synthetic config with that
+  objective as its one stage and those fields."""
   fields = case.split(":")
   try:
-    mode, name, image_size, labeled, multiview = fields[:5]
+    objective, name, image_size, labeled, multiview = fields[:5]
     image_size, labeled, multiview = int(image_size), int(labeled), int(multiview)
     (dtype,) = fields[5:] or ["float32"]
     jnp.dtype(dtype)
+    if "+" in objective:  # one stage per case
+      raise ValueError
   except (ValueError, TypeError):
-    raise ValueError(f"Train case {case!r} is not mode:model:image_size:labeled:multiview"
+    raise ValueError(f"Train case {case!r} is not objective:model:image_size:labeled:multiview"
                      "[:dtype], e.g. ws:hrnet_w8_small:128:32:8 or ws:hrnet_w32:256:32:8:"
                      "bfloat16") from None
-  config = synthetic_config.get_config(mode)
+  config = synthetic_config.get_config(objective)  # an unknown objective: its ValueError
   config.model.update(name=name, dtype=dtype)
   config.data.image_size = image_size
-  config.batch.update(labeled=labeled, multiview=multiview if mode != "2d" else 0,
+  config.batch.update(labeled=labeled, multiview=multiview if objective != "2d" else 0,
                       num_views=NUM_VIEWS)
   return config
+
+
+def objective_of(config) -> str:
+  """The objective of a train case's config (its one stage)."""
+  return loop.stages_of(config)[0].objective
 
 
 def _case_name(config) -> str:
   batch = config.batch
   views = f"+{batch.multiview}x{batch.num_views}" if batch.multiview else ""
-  return (f"{config.mode} {config.model.name} {config.data.image_size}px "
+  return (f"{objective_of(config)} {config.model.name} {config.data.image_size}px "
           f"{config.model.dtype} {batch.labeled}{views}")
 
 
@@ -414,16 +427,21 @@ def _images_per_step(config) -> int:
 
 
 def train_case(config, devices, repeats: int) -> dict:
-  """Compile time and steady-state images/s of the config's jitted train step on `devices`."""
-  model = models.create_model(config.model.name, dtype=jnp.dtype(config.model.dtype),
-                              rngs=nnx.Rngs(config.seed))
-  tx, _ = optim.from_config(config.optim)
-  graphdef, state = step_lib.create_train_state(model, tx)
-  objective = step_lib.Objective(mode=config.mode, **config.objective)
+  """Compile time and steady-state images/s of the config's jitted train step on `devices`:
+  the step the training loop builds for the config's (first) stage."""
+  task = get_task(config)
+  stage = loop.stages_of(config)[0]
+  model, frozen = task.create_model(nnx.Rngs(config.seed)), task.create_frozen()
+  tx, schedule = optim.make_optimizer(stage.optim)
+  graphdef, state = step_lib.create_train_state(model, tx, frozen)
   mesh = step_lib.make_mesh(devices)
-  step = step_lib.jit_train_step(step_lib.make_train_step(graphdef, tx, objective), mesh)
-  spec = pipeline.BatchSpec(mode=config.mode, **config.batch)
-  source = pipeline.synthetic_source(synthetic.config_from(config.data))
+  step = step_lib.jit_train_step(step_lib.make_train_step(
+      graphdef, tx, task.loss_terms(stage.objective), config.loss_weights,
+      batch_keys=task.batch_keys(stage.objective),
+      frozen_graphdef=step_lib.frozen_graphdef(frozen),
+      prepare=task.prepare_batch(stage.objective), learning_rate=schedule), mesh)
+  spec = task.batch_spec(stage.objective)
+  source = sources.synthetic_source(synthetic.config_from(config.data))
   batch = step_lib.shard_batch(pipeline.make_batch(source, spec, step=0), mesh)
   state = jax.device_put(state, step_lib.shardings(mesh)[0])
   start = time.perf_counter()
@@ -450,7 +468,7 @@ def train_case(config, devices, repeats: int) -> dict:
 
 def pipeline_rate(source, config, workers: int, num_batches: int) -> float:
   """Images/s of `pipeline.batches` assembling the config's batches from `source`."""
-  spec = pipeline.BatchSpec(mode=config.mode, **config.batch)
+  spec = get_task(config).batch_spec(objective_of(config))
   iterator = pipeline.batches(source, spec, workers=workers, prefetch=2)
   try:
     next(iterator)  # thread start-up, motion clips, file handles
@@ -506,7 +524,7 @@ def train_section(cases, device_counts, repeats: int, workers: int,
   for config in configs:
     name = _case_name(config)
     data = synthetic.config_from(config.data)
-    rates[name] = dict(rendered_img_s=pipeline_rate(pipeline.synthetic_source(data), config,
+    rates[name] = dict(rendered_img_s=pipeline_rate(sources.synthetic_source(data), config,
                                                     workers, num_batches=2))
     if data_dir:
       from posejax.data.render import synthetic_tfds  # pylint: disable=import-outside-toplevel

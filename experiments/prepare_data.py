@@ -64,7 +64,8 @@ def main(argv):
     builder = datasets.prepare(_DATASET.value, _MANUAL_DIR.value, data_dir,
                                **parse_options(_OPTION.value))
   else:
-    from posejax.data.render import synthetic, synthetic_tfds  # pylint: disable=import-outside-toplevel
+    from posejax.data.render import (  # pylint: disable=import-outside-toplevel
+        synthetic, synthetic_tfds)
     sizes = {"train_2d": _TRAIN_2D.value, "train_multiview": _TRAIN_MULTIVIEW.value,
              "test": _TEST.value}
     builder = synthetic_tfds.prepare(synthetic.config_from(_CONFIG.value.data), sizes, data_dir)
@@ -72,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, config_flags=[_CONFIG])

@@ -1,6 +1,6 @@
 """2.5D pose geometry: soft-argmax, relative depth, confidence, root depth, 3D reconstruction.
 
-The two layers of METHOD.md sections 2-3 as pure functions of arrays, batched over any leading
+The two layers of docs/method.md sections 2-3 as pure functions of arrays, batched over any leading
 axes and safe under `jax.jit`, `jax.vmap` and `jax.grad`. Geometry always runs in float32: inputs
 of another dtype (e.g. bfloat16 network outputs) are cast first.
 
@@ -59,7 +59,7 @@ def heatmap_grid(height: int, width: int, stride: int):
 
 
 def softargmax(heatmaps, *, temperature: float = 50.0, stride: int = 4):
-  """Spatial soft-argmax of 2D heatmaps (METHOD.md section 2).
+  """Spatial soft-argmax of 2D heatmaps (docs/method.md section 2).
 
   Args:
     heatmaps: [..., h, w, J] raw 2D heatmaps H2D.
@@ -198,7 +198,7 @@ def project(points_3d, camera):
 
 
 def normalize_pose(pose, skeleton: Skeleton = H36M):
-  """Scale normalisation P^ = P / s with s = ||P_k - P_l|| (METHOD.md section 1, C = 1).
+  """Scale normalisation P^ = P / s with s = ||P_k - P_l|| (docs/method.md section 1, C = 1).
 
   Args:
     pose: [..., J, 3] camera-frame joints (mm).
@@ -233,7 +233,7 @@ def relative_depth_target(pose, skeleton: Skeleton = H36M):
 
 
 def root_depth(joints_2d, rel_depth, camera, skeleton: Skeleton = H36M, scale: float = 1.0):
-  """Absolute scale-normalised root depth from the scale constraint (METHOD.md section 3).
+  """Absolute scale-normalised root depth from the scale constraint (docs/method.md section 3).
 
   Solves `||P^_k - P^_l||^2 = C^2` for Z^_root and takes the '+' root of the quadratic. The root
   is evaluated in the cancellation-free form `2c / (-b - sqrt(D))` when b >= 0, which also stays
@@ -268,7 +268,7 @@ def _solve_root_depth(rays, rel_depth, skeleton, scale, invertible):
   xl, yl, zl = rays[..., l, 0], rays[..., l, 1], rel_depth[..., l]
   dx, dy = xk - xl, yk - yl
   a = dx * dx + dy * dy
-  # METHOD.md's b, regrouped as x_k^2 - x_k x_l = x_k dx (etc.) to avoid cancellation.
+  # docs/method.md's b, regrouped as x_k^2 - x_k x_l = x_k dx (etc.) to avoid cancellation.
   b = 2 * (zk * (xk * dx + yk * dy) - zl * (xl * dx + yl * dy))
   c = (jnp.square(xk * zk - xl * zl) + jnp.square(yk * zk - yl * zl) + jnp.square(zk - zl)
        - scale**2)
@@ -302,7 +302,7 @@ def reconstruct(joints_2d, rel_depth, camera, skeleton: Skeleton = H36M, scale: 
     camera: [..., 3, 3] crop camera K.
     skeleton: gives the scale pair.
     scale: C.
-    root_gradient: differentiate through the root-depth solve (METHOD.md does). False holds
+    root_gradient: differentiate through the root-depth solve (docs/method.md does). False holds
       Z^_root constant in the gradient: a depth then moves its joint along its own ray only.
       The depths' common offset, which the pose does not depend on, is taken out of the
       gradient (depths measured from their mean over the joints): otherwise it drifts, and a
@@ -323,7 +323,7 @@ def reconstruct(joints_2d, rel_depth, camera, skeleton: Skeleton = H36M, scale: 
 
 
 def estimate_scale(pose, skeleton: Skeleton = H36M, joint_mask=None):
-  """Metric scale of a scale-normalised pose from mean bone lengths (METHOD.md section 5).
+  """Metric scale of a scale-normalised pose from mean bone lengths (docs/method.md section 5).
 
   `s = argmin_s sum_e (s l_e - mu_e)^2 = sum_e l_e mu_e / sum_e l_e^2`, with l_e the bone
   lengths of `pose` and mu_e `skeleton.mean_bone_lengths_mm`.

@@ -1,4 +1,4 @@
-"""Losses of the method (METHOD.md section 4), pure and batched over leading axes.
+"""Losses of the method (docs/method.md section 4), pure and batched over leading axes.
 
 Normalisation (the source leaves it open; the weights psi, alpha, beta go with it):
 - `heatmap_loss`: mean over labeled joints of the per-pixel squared error (a joint's map counts
@@ -7,7 +7,7 @@ Normalisation (the source leaves it open; the weights psi, alpha, beta go with i
 - `multiview_consistency_loss`: for every ordered pair of present views (v, v'), the confidence-
   weighted L1 distance summed over xyz and AVERAGED over the J joints, then averaged over all
   pairs of all samples. So it reads as "mean weighted per-joint L1 error in scale-normalised
-  units" and does not grow with J or with the number of views. (METHOD.md's sum over pairs and
+  units" and does not grow with J or with the number of views. (docs/method.md's sum over pairs and
   joints equals this times J * V(V-1) for V views.)
 - `limb_length_loss`: confidence-weighted squared bone-length error averaged over bones and
   samples.
@@ -166,7 +166,7 @@ def scale_pair_tilt_loss(rel_depth, pose_mask, skeleton: Skeleton = H36M,
   averaged over the masked poses: the scale bone (the torso) must lie mostly across the line of
   sight, at most ~45 degrees out of the image plane for 0.7.
 
-  METHOD.md assumes this where it takes the '+' root. Weak supervision needs it as a loss: with
+  docs/method.md assumes this where it takes the '+' root. Weak supervision needs it as a loss: with
   the torso along the line of sight the reconstruction's root depth, hence the lateral extent
   of every pose, tends to 0, and then constant depths that point every bone along the viewing
   ray (right lengths, no lateral extent) make all views agree. Trained networks went there

@@ -31,7 +31,7 @@ class Skeleton:
     joint_names: the J joint names, in array order.
     parents: for each joint the index of its parent in the kinematic tree, -1 for the root.
     scale_pair: (k, l), the joints whose distance is the unit of scale normalisation
-      (METHOD.md section 1: thorax and pelvis for humans).
+      (docs/method.md section 1: thorax and pelvis for humans).
     flip_pairs: (left, right) index pairs swapped by a horizontal flip.
     mean_bone_lengths_mm: for each bone of `bones` (same order) its mean length in mm.
     mean_scale_mm: the mean distance between the scale pair in mm, to turn the bone lengths into

@@ -1,4 +1,5 @@
-"""posejax.data.batching.augment: camera-exact scale / rotation / flip augmentation, host and device."""
+"""posejax.data.batching.augment: camera-exact scale / rotation / flip augmentation, host and
+device."""
 
 import jax
 import numpy as np

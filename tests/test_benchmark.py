@@ -2,6 +2,7 @@
 every section measures what it says."""
 
 import os
+import re
 
 import jax
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from experiments import benchmark
 from posejax import geometry, losses
-from posejax.data.batching import pipeline
+from posejax.data.batching import sources
 from posejax.data.render import synthetic
 
 
@@ -78,18 +79,22 @@ def test_train_case_times_the_sharded_step_and_the_pipeline_feeds_the_same_batch
   assert row["compile_s"] > 0
   assert row["train_img_s"] == pytest.approx(10 / (row["step_ms"] / 1e3))  # 2 + 2 x 4 images
   assert row["gflop_img"] > 0 and "peak_frac" not in row  # no peak FLOP/s known for a CPU
-  source = pipeline.synthetic_source(synthetic.config_from(config.data))
+  source = sources.synthetic_source(synthetic.config_from(config.data))
   assert benchmark.pipeline_rate(source, config, workers=0, num_batches=1) > 0
 
 
 def test_train_cases_parse_and_refuse_malformed_ones():
   config = benchmark.train_config("2d:hrnet_w32:256:4:8")
-  assert (config.mode, config.model.name, config.data.image_size) == ("2d", "hrnet_w32", 256)
+  assert (benchmark.objective_of(config), config.model.name, config.data.image_size) == (
+      "2d", "hrnet_w32", 256)
+  assert [s.objective for s in config.stages.values()] == ["2d"]  # the case's one stage
   assert (config.batch.labeled, config.batch.multiview) == (4, 0)  # 2d has no multi-view stream
   assert config.model.dtype == "float32"
   assert benchmark.train_config("ws:hrnet_w32:256:4:8:bfloat16").model.dtype == "bfloat16"
   for malformed in ("ws:hrnet_w8_small:128", "ws:hrnet_w32:256:4:8:float17",
-                    "ws:hrnet_w32:256:4:8:bfloat16:x"):
-    with pytest.raises(ValueError, match=f"'{malformed}' is not mode:model"):
+                    "ws:hrnet_w32:256:4:8:bfloat16:x", "2d+ws:hrnet_w32:256:4:8"):
+    with pytest.raises(ValueError, match=rf"'{re.escape(malformed)}' is not objective:model"):
       benchmark.train_config(malformed)
+  with pytest.raises(ValueError, match="'wz'"):  # an objective the task does not have
+    benchmark.train_config("wz:hrnet_w32:256:4:8")
   assert benchmark._device_counts(["1", "all", "2"]) == sorted({1, 2, os.cpu_count()})

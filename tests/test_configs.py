@@ -1,22 +1,48 @@
-"""Every training config loads in every mode and names only registered datasets."""
+"""Every training config loads for every valid stage list, its stages are consistent, and it
+names only registered datasets."""
 
 import importlib
 
 import pytest
 
-from posejax.data.real import datasets
 from posejax.data.batching import pipeline
+from posejax.data.real import datasets
+from posejax.tasks import get_task
+from posejax.tasks.pose25d.objective import OBJECTIVES
+from posejax.train import loop
+from posejax.train import optimizer as optim
 
 CONFIGS = ("synthetic", "h36m", "mpi_inf_3dhp")
+# The colon arguments: stage objectives joined by "+" (None: the config's default, "2d+ws").
+STAGE_ARGS = (None, "2d+ws", "2d+fs", "2d", "ws", "fs")
+LOSS_TERMS = ("heatmap", "depth", "multiview", "limb", "scale_bone", "scale_tilt")
+
+
+def _config(name, arg=None):
+  return importlib.import_module(f"experiments.configs.{name}").get_config(arg)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-@pytest.mark.parametrize("mode", pipeline.MODES)
-def test_config_loads_and_is_consistent(name, mode):
-  config = importlib.import_module(f"experiments.configs.{name}").get_config(mode)
-  assert config.mode == mode
-  pipeline.BatchSpec(mode=mode, **config.batch)  # a valid batch
-  assert config.train.stage1_steps < config.train.steps
+@pytest.mark.parametrize("arg", STAGE_ARGS)
+def test_config_loads_and_is_consistent(name, arg):
+  config = _config(name, arg)
+  task = get_task(config)
+  stages = loop.stages_of(config)  # every stage has an objective, steps > 0, an optimiser
+  assert [s.objective for s in stages] == (arg or "2d+ws").split("+")
+  assert [s.name for s in stages] == [f"stage{i + 1}" for i in range(len(stages))]
+  assert set(task.objectives) == set(OBJECTIVES)
+  for previous, stage in zip(stages, stages[1:]):
+    assert previous.end == stage.start  # the stages follow one another
+  assert 0 < loop.total_steps(config, stages) <= stages[-1].end
+  for stage in stages:
+    task.check_objective(stage.objective)
+    assert stage.end > stage.start
+    optim.make_optimizer(stage.optim)  # the config's optim with the stage's overrides
+    spec = task.batch_spec(stage.objective)  # a valid batch
+    assert isinstance(spec, pipeline.BatchSpec) and spec.labeled > 0
+    assert (spec.multiview == 0) == (stage.objective == "2d")
+    task.loss_terms(stage.objective)  # the objective's settings are valid
+  assert set(LOSS_TERMS) <= set(config.loss_weights)  # a weight for every term
   if config.data.source == "datasets":
     for stream, spec in config.data.streams.items():
       dataset, _, own_stream = spec.partition(":")
@@ -25,16 +51,24 @@ def test_config_loads_and_is_consistent(name, mode):
 
 
 def test_paper_recipe():
-  config = importlib.import_module("experiments.configs.h36m").get_config("ws")
+  config = _config("h36m")
+  stages = loop.stages_of(config)
+  assert [s.objective for s in stages] == ["2d", "ws"]
   assert (config.batch.labeled, config.batch.multiview, config.batch.num_views) == (128, 32, 4)
   assert config.model.name == "hrnet_w32" and config.data.options.h36m.image_size == 256
-  assert (config.optim.learning_rate, tuple(config.optim.decay_steps), config.train.steps) == (
-      5e-4, (50_000,), 60_000)
+  for stage in stages:  # each stage: Adam 5e-4, x0.1 at 50k of its 60k steps
+    assert (stage.optim["name"], stage.optim["learning_rate"], tuple(stage.optim["decay_steps"]),
+            stage.optim["decay_factor"], stage.end - stage.start) == (
+                "adam", 5e-4, (50_000,), 0.1, 60_000)
+  assert config.train.steps == 0  # both stages in full: 120k steps
   assert config.optim.clip_norm == 0 and config.batch.flip_probability == 0.5
   assert config.objective.losses_3d_move_2d and config.objective.root_depth_gradient
   assert config.pseudo_labels.enabled and config.pseudo_labels.threshold == 0.5  # studio data
+  assert get_task(config).batch_spec("ws").pseudo_labels_as_2d
 
 
-def test_unknown_mode_is_an_error():
-  with pytest.raises(ValueError, match="Unknown mode 'wz'"):
-    importlib.import_module("experiments.configs.synthetic").get_config("wz")
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("arg", ["wz", "2d+wz"])
+def test_unknown_stage_objective_is_an_error(name, arg):
+  with pytest.raises(ValueError, match="Unknown .*'wz'"):
+    _config(name, arg)

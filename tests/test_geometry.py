@@ -46,7 +46,7 @@ def person_crop_camera(pose, focal, aspect, principal, angle, fill, flip, crop_s
 
 
 def quadratic_c(pose, skeleton):
-  """The c coefficient of METHOD.md section 3 for an exact pose (float64)."""
+  """The c coefficient of docs/method.md section 3 for an exact pose (float64)."""
   k, l = skeleton.scale_pair
   normalized = pose / np.linalg.norm(pose[k] - pose[l])
   rays = normalized / normalized[:, 2:]
@@ -71,7 +71,7 @@ def posed_cameras(draw):
       angle=draw(st.floats(-np.pi, np.pi)), fill=draw(st.floats(0.3, 1.5)),
       flip=draw(st.booleans()))
   scale = np.linalg.norm(pose[k] - pose[l])
-  # METHOD.md: the '+' root is the true one where c < 0 (scale bone not along the line of sight).
+  # docs/method.md: the '+' root is the true one where c < 0 (scale bone not along the line of sight).
   # c ~ -sin^2(angle between the scale bone and the ray): c < -0.25 keeps the bone at least
   # 30 degrees off the line of sight, away from the degenerate c = 0 where the roots meet and
   # float32 rounding is amplified without bound.

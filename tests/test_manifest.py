@@ -11,8 +11,11 @@ pytest.importorskip("av")
 
 import fixtures_person_data as fx  # noqa: E402
 import fixtures_video  # noqa: E402
+from ml_collections import config_dict  # noqa: E402
+
+from posejax.data.batching import pipeline  # noqa: E402
 from posejax.data.real import datasets, manifest  # noqa: E402
-from posejax.data.batching import pipeline
+from posejax.tasks import get_task  # noqa: E402
 
 SIZE = 32
 HEIGHT, WIDTH = 48, 64
@@ -117,8 +120,8 @@ def test_prepare_samples_and_exact_crop_cameras(tmp_path):
            if int(records[i]["frame"]) == 0][0]
   np.testing.assert_allclose(first["camera"][0], [[96, 0, 32.3], [0, 96, 31.5], [0, 0, 1]],
                              atol=1e-4)
-  batch = pipeline.make_batch(source, pipeline.BatchSpec(labeled=0, multiview=2, num_views=2,
-                                                         mode="ws"), step=0)
+  batch = pipeline.make_batch(source, pipeline.BatchSpec(labeled=0, multiview=2, num_views=2),
+                              step=0)
   assert batch["multiview"]["image"].shape == (2, 2, SIZE, SIZE, 3)
   with pytest.raises(ValueError, match="train_multiview"):
     source("train_2d", 0)
@@ -204,8 +207,10 @@ def test_registry_and_a_weakly_supervised_batch_with_mpii(tmp_path):
   source = datasets.combine({
       "train_2d": datasets.source("mpii", data_dir, image_size=SIZE),
       "train_multiview": datasets.source("own_multiview", data_dir, image_size=SIZE)})
-  batch = pipeline.make_batch(source, pipeline.BatchSpec(labeled=2, multiview=2, num_views=3,
-                                                         mode="ws"), step=0)
+  task = get_task(config_dict.ConfigDict(dict(
+      task="pose25d", batch=dict(labeled=2, multiview=2, num_views=3),
+      pseudo_labels=dict(enabled=False))))
+  batch = pipeline.make_batch(source, task.batch_spec("ws"), step=0)
   assert batch["labeled"]["joints_2d"].shape == (2, 17, 2)
   assert batch["labeled"]["augmentation"].shape == (2, 3, 3)
   assert set(batch["multiview"]) == {"image", "camera", "view_mask", "augmentation"}

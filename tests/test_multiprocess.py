@@ -60,7 +60,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_with_acheckpoint(tmp
   # and all save the step they agree on (saving is collective; a process saving alone lost
   # the checkpoint and crashed the other one).
   port = _free_port()
-  overrides = ["--config.train.steps=10", "--config.train.checkpoint_every=100"]
+  overrides = ["--config.stages.stage1.steps=10", "--config.train.checkpoint_every=100"]
   logs = {f"process {i}": tmp_path / f"process {i}.log" for i in range(2)}
   runs = {name: launch(tmp_path / "run", log, 2, (port, 2, i), overrides)
           for i, (name, log) in enumerate(logs.items())}

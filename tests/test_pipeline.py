@@ -1,13 +1,29 @@
-"""posejax.data.batching.pipeline: batch keys per mode, no 3D in weak supervision, sharding, resume."""
+"""posejax.data.batching.pipeline: batch keys per objective (the pose25d task's specs), no 3D in
+weak supervision, sharding, resume."""
 
 import jax
 import numpy as np
 import pytest
+from ml_collections import config_dict
 
-from posejax.data.batching import augment, pipeline
+from posejax.data.batching import augment, pipeline, sources
 from posejax.data.render import synthetic
+from posejax.tasks import get_task
+from posejax.train import step as step_lib
 
 J = 17
+POSE_3D_KEYS = ("joints_3d", "has_3d")
+
+
+def task_and_spec(objective, **batch):
+  """The pose25d task on a config with only these `batch` fields (the BatchSpec defaults
+  otherwise, pseudo labels off) and its spec for `objective`."""
+  task = get_task(config_dict.ConfigDict(dict(task="pose25d", batch=batch)))
+  return task, task.batch_spec(objective)
+
+
+def spec_of(objective, **batch):
+  return task_and_spec(objective, **batch)[1]
 
 
 def fake_source(num_views=6):
@@ -30,30 +46,41 @@ def fake_source(num_views=6):
 
 
 def test_weak_supervision_batches_carry_no_3d_and_no_multiview_labels():
-  spec = pipeline.BatchSpec(labeled=4, multiview=2, num_views=4, mode="ws")
+  task, spec = task_and_spec("ws", labeled=4, multiview=2, num_views=4)
   batch = pipeline.make_batch(fake_source(), spec, step=0)
   assert set(batch["labeled"]) == {"image", "camera", "joints_2d", "joints_2d_mask",
                                    "augmentation"}
   assert set(batch["multiview"]) == {"image", "camera", "view_mask", "augmentation"}
   assert batch["labeled"]["image"].shape == (4, 8, 8, 3)
   assert batch["multiview"]["image"].shape == (2, 4, 8, 8, 3)
+  step_lib.check_batch_keys(batch, task.batch_keys("ws"))  # what the train step accepts
 
 
-def test_fully_supervised_and_2d_modes():
-  spec = pipeline.BatchSpec(labeled=4, multiview=2, num_views=4, mode="fs")
+def test_fully_supervised_and_2d_objectives():
+  task, spec = task_and_spec("fs", labeled=4, multiview=2, num_views=4)
   batch = pipeline.make_batch(fake_source(), spec, step=0)
   assert batch["multiview"]["joints_3d"].shape == (2, 4, J, 3)
-  assert batch["multiview"]["has_3d"].all() and not batch["labeled"]["has_3d"].any()
+  # The views with 3D labels are the present ones (the depth loss masks by view_mask, there is
+  # no has_3d any more); the 2D-labeled stream carries no 3D labels at all.
+  assert set(batch["multiview"]) == {"image", "camera", "joints_2d", "joints_2d_mask",
+                                     "joints_3d", "view_mask", "augmentation"}
+  assert batch["multiview"]["view_mask"].all()
+  assert set(batch["labeled"]) == {"image", "camera", "joints_2d", "joints_2d_mask",
+                                   "augmentation"}
+  assert not set(POSE_3D_KEYS) & set(batch["labeled"])
+  step_lib.check_batch_keys(batch, task.batch_keys("fs"))
+  with pytest.raises(ValueError, match="must not read"):  # a ws step refuses the fs batch
+    step_lib.check_batch_keys(batch, task.batch_keys("ws"))
   only_2d = pipeline.make_batch(fake_source(),
-                                pipeline.BatchSpec(labeled=4, mode="2d", augment=False), 0)
+                                spec_of("2d", labeled=4, multiview=2, augment=False), 0)
   assert set(only_2d) == {"labeled"}
   assert set(only_2d["labeled"]) == {"image", "camera", "joints_2d", "joints_2d_mask"}
-  with pytest.raises(ValueError, match="mode"):
-    pipeline.BatchSpec(mode="semi")
+  with pytest.raises(ValueError, match="objective 'semi'"):
+    spec_of("semi")
 
 
 def test_steps_hold_fixed_samples_and_processes_split_them():
-  spec = pipeline.BatchSpec(labeled=4, multiview=2, num_views=4, mode="ws")
+  spec = spec_of("ws", labeled=4, multiview=2, num_views=4)
   whole = pipeline.make_batch(fake_source(), spec, step=3)
   np.testing.assert_array_equal(whole["labeled"]["camera"][:, 0, 0], [12, 13, 14, 15])
   parts = [pipeline.make_batch(fake_source(), spec, step=3, process_index=p, process_count=2)
@@ -70,7 +97,7 @@ def test_steps_hold_fixed_samples_and_processes_split_them():
 
 
 def test_iterator_resumes_at_any_step_and_prefetching_changes_nothing():
-  spec = pipeline.BatchSpec(labeled=2, multiview=2, num_views=4, mode="ws")
+  spec = spec_of("ws", labeled=2, multiview=2, num_views=4)
   straight = pipeline.batches(fake_source(), spec, prefetch=0)
   first_five = [next(straight) for _ in range(5)]
   resumed = pipeline.batches(fake_source(), spec, start_step=3, workers=2, prefetch=2)
@@ -94,9 +121,11 @@ def test_select_views_subsets_or_pads():
 
 def test_augmented_synthetic_batches_stay_camera_exact_and_share_flips():
   config = synthetic.SyntheticConfig(image_size=48, num_views=4, seed=2, motion="procedural")
-  spec = pipeline.BatchSpec(labeled=4, multiview=3, num_views=4, mode="fs",
-                            flip_probability=0.5)
-  batch = pipeline.make_batch(pipeline.synthetic_source(config), spec, step=1)
+  # Both streams with their 3D labels, to check the augmented cameras against them.
+  keys = pipeline.IMAGE_KEYS + pipeline.LABEL_2D_KEYS + ("joints_3d",)
+  spec = pipeline.BatchSpec(labeled=4, multiview=3, num_views=4, labeled_keys=keys,
+                            multiview_keys=keys, flip_probability=0.5)
+  batch = pipeline.make_batch(sources.synthetic_source(config), spec, step=1)
   flips = np.linalg.det(batch["multiview"]["augmentation"][..., :2, :2]) < 0  # [S, V]
   assert np.all(flips == flips[:, :1])  # one flip decision per sample
   for stream in ("labeled", "multiview"):

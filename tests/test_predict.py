@@ -18,7 +18,7 @@ from posejax.data.render import synthetic
 from posejax.models import PoseNet
 from posejax.models.inference import predict_metric
 from posejax.skeleton import H36M
-from posejax.train import loop
+from posejax.train import checkpoints, loop
 
 SIZE = 64
 
@@ -30,7 +30,8 @@ def workdir(tmp_path_factory):
   config.data.update(image_size=SIZE, num_views=1, motion="procedural", workers=0,
                      occluder_probability=0.0)
   config.batch.update(labeled=8)
-  config.train.update(steps=1, log_every=1, checkpoint_every=1)
+  config.stages.stage1.steps = 1
+  config.train.update(log_every=1, checkpoint_every=1)
   config.eval.update(samples=1, validation_samples=1)
   path = tmp_path_factory.mktemp("workdir")
   loop.train_and_evaluate(config, str(path))
@@ -58,7 +59,7 @@ class ColourBackbone(nnx.Module):
 def spread_model():
   """A PoseNet whose heatmaps are random linear functions of the colours, so that they peak at
   scattered places, and whose depth maps are 0: thorax and pelvis land on different pixels at
-  equal depth, so the reconstruction is valid (c = -1 < 0 in METHOD.md section 3)."""
+  equal depth, so the reconstruction is valid (c = -1 < 0 in docs/method.md section 3)."""
   model = PoseNet(ColourBackbone(), H36M, rngs=nnx.Rngs(0))
   kernel = np.asarray(jax.random.normal(jax.random.key(1), model.head.kernel.shape)) * 0.3
   kernel[..., H36M.num_joints:] = 0.0
@@ -94,7 +95,7 @@ def test_cli_writes_a_consistent_json_and_picture(workdir, photo, tmp_path):
   np.testing.assert_allclose(crop.transform_points(matrix, joints_2d), joints_crop, atol=1e-4)
   np.testing.assert_array_equal(np.array(result["joints_25d"])[:, :2], joints_crop)
   # The JSON holds exactly what the model predicts on the crop of the box.
-  model, _ = loop.restore_model(workdir)
+  model, _ = checkpoints.restore_model(workdir)
   pixels, crop_camera = crop.crop_view(photo, camera["intrinsics"], (52, 42), 90, SIZE)
   expected = predict_metric(model, pixels[None], crop_camera[None])
   # (The JSON's decimals are float32's shortest forms: exact after conversion to float32.)
@@ -118,7 +119,7 @@ def test_a_valid_prediction_projects_onto_its_2d_joints(photo):
   assert result["camera"]["crop_centre"] == [49.5, 39.5] and result["camera"]["crop_side"] == 100
   normalised = np.array(result["pose_3d_normalised"], np.float64)
   pose_mm = np.array(result["pose_3d_mm"], np.float64)
-  # The scale constraint holds (thorax-pelvis = 1) and the mm scale is METHOD.md section 5's.
+  # The scale constraint holds (thorax-pelvis = 1) and the mm scale is docs/method.md section 5's.
   thorax, pelvis = H36M.scale_pair
   np.testing.assert_allclose(np.linalg.norm(normalised[thorax] - normalised[pelvis]), 1, 1e-5)
   child, parent = np.array(H36M.bones).T

@@ -10,11 +10,11 @@ import numpy as np
 from tests.cli_runs import TIMEOUT_S, checkpoint, launch, wait_all, wait_for
 
 STEPS = 40
-# Mode ws after 10 2D steps: the interruptions land in the second phase, whose batches and
-# step function a resumed run must pick up where the first left off.
-OVERRIDES = [f"--config.train.steps={STEPS}", "--config.train.stage1_steps=10",
+# Stage ws after 10 2D steps: the interruptions land in the second stage, whose optimiser,
+# batches and step function a resumed run must pick up where the first left off.
+OVERRIDES = ["--config.stages.stage1.steps=10", f"--config.stages.stage2.steps={STEPS - 10}",
              "--config.train.checkpoint_every=10", "--config.batch.multiview=4"]
-CONFIG = "tests/cli_config.py:ws"
+CONFIG = "tests/cli_config.py:2d+ws"
 
 
 def _finished_checkpoints(workdir) -> list[int]:

@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from posejax.data.batching import pipeline
+from posejax.data.batching import pipeline, sources
 from posejax.data.render import synthetic
 from posejax.models import create_model
 from posejax.models.inference import predict_metric
-from posejax.train import loop, pseudo_labels
+from posejax.tasks import get_task
+from posejax.tasks.pose25d import pseudo_labels
+from posejax.train import loop
 from tests.test_train_loop import tiny_config
 
 DATA = synthetic.SyntheticConfig(image_size=64, num_views=2, seed=3, motion="procedural",
@@ -18,7 +20,7 @@ DATA = synthetic.SyntheticConfig(image_size=64, num_views=2, seed=3, motion="pro
 
 def _uneven_source():
   """Three multi-view samples: two views; one view; two views of which the second is masked."""
-  plain = pipeline.finite_source(pipeline.synthetic_source(DATA), {"train_multiview": 3})
+  plain = sources.finite_source(sources.synthetic_source(DATA), {"train_multiview": 3})
 
   def source(stream, index):
     sample = dict(plain(stream, index))
@@ -58,31 +60,34 @@ def test_labels_are_the_models_joints_and_only_confident_present_ones_count():
 
 
 def test_weakly_supervised_batches_carry_the_pseudo_labels_never_the_datasets():
-  plain = pipeline.finite_source(pipeline.synthetic_source(DATA),
-                                 {"train_2d": 4, "train_multiview": 4})
+  plain = sources.finite_source(sources.synthetic_source(DATA),
+                                {"train_2d": 4, "train_multiview": 4})
   truth = np.stack([plain("train_multiview", i)["joints_2d"] for i in range(4)])
   fake = truth + 7.0  # not the dataset's labels
   mask = np.zeros(truth.shape[:-1], bool)
   mask[..., ::2] = True
-  labelled = pipeline.with_pseudo_labels(plain, fake, mask)
-  spec = pipeline.BatchSpec(labeled=2, multiview=2, num_views=2, mode="ws", augment=False)
+  labelled = sources.with_pseudo_labels(plain, fake, mask)
+  config = tiny_config("2d+ws", 1)
+  config.batch.update(labeled=2, multiview=2, augment=False)
+  config.pseudo_labels.enabled = True
+  task = get_task(config)
+  spec = task.batch_spec("ws")
   assert "joints_2d" not in pipeline.make_batch(plain, spec, step=1)["multiview"]
   multiview = pipeline.make_batch(labelled, spec, step=1)["multiview"]  # samples 2 and 3
   np.testing.assert_array_equal(multiview["joints_2d"], fake[2:4])
   np.testing.assert_array_equal(multiview["joints_2d_mask"], mask[2:4])
   assert "joints_3d" not in multiview and "has_3d" not in multiview
-  fs = pipeline.make_batch(labelled, pipeline.BatchSpec(labeled=2, multiview=2, num_views=2,
-                                                        mode="fs", augment=False), step=1)
+  fs = pipeline.make_batch(labelled, task.batch_spec("fs"), step=1)
   np.testing.assert_array_equal(fs["multiview"]["joints_2d"], truth[2:4])  # fs: the dataset's
   labelled_2d = pipeline.make_batch(labelled, spec, step=1)["labeled"]
   np.testing.assert_array_equal(labelled_2d["joints_2d"],
                                 pipeline.make_batch(plain, spec, step=1)["labeled"]["joints_2d"])
   with pytest.raises(ValueError, match="differ"):
-    pipeline.with_pseudo_labels(plain, fake, mask[:, :1])
+    sources.with_pseudo_labels(plain, fake, mask[:, :1])
 
 
 def _pseudo_config(steps):
-  config = tiny_config("ws", steps, stage1_steps=1, validate_every=0)
+  config = tiny_config("2d+ws", (1, steps - 1), validate_every=0)
   config.data.sizes.train_multiview = 6
   config.pseudo_labels.update(enabled=True, threshold=0.0, batch_size=8)
   return config
@@ -95,7 +100,7 @@ def test_a_run_predicts_the_labels_once_and_its_resumption_reads_them(tmp_path, 
   with np.load(tmp_path / pseudo_labels.FILENAME) as stored:
     made = {k: stored[k] for k in stored.files}
   assert made["joints_2d"].shape == (6, 2, 17, 2) and made["joints_2d_mask"].any()
-  loop.train_and_evaluate(_pseudo_config(3), str(tmp_path))  # resumes in mode ws
+  loop.train_and_evaluate(_pseudo_config(3), str(tmp_path))  # resumes in stage ws
   assert f"pseudo labels: read {tmp_path / pseudo_labels.FILENAME}" in capsys.readouterr().out
   config = _pseudo_config(4)
   config.pseudo_labels.threshold = 0.5
@@ -112,7 +117,7 @@ def test_pseudo_labels_need_a_finite_multiview_stream(tmp_path):
 
 
 def test_quality_report_measures_kept_and_dropped_joints_against_the_datasets_labels():
-  plain = pipeline.finite_source(pipeline.synthetic_source(DATA), {"train_multiview": 2})
+  plain = sources.finite_source(sources.synthetic_source(DATA), {"train_multiview": 2})
   truth = np.stack([plain("train_multiview", i)["joints_2d"] for i in range(2)])
   offset = np.zeros_like(truth)
   offset[0] = (3.0, 4.0)  # sample 0: 5 px off, sample 1: exact

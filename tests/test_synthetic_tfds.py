@@ -31,7 +31,7 @@ def test_prepared_records_are_the_rendered_samples(tmp_path):
   assert not list(tmp_path.glob("**/incomplete*"))  # nothing half-written left behind
 
   source = synthetic_tfds.prepared_source(CONFIG, SIZES, str(tmp_path))
-  spec = pipeline.BatchSpec(labeled=2, multiview=2, num_views=3, mode="ws")
+  spec = pipeline.BatchSpec(labeled=2, multiview=2, num_views=3)  # a "ws" batch's keys
   batch = pipeline.make_batch(source, spec, step=0)
   assert batch["multiview"]["image"].shape == (2, 3, 32, 32, 3)
   assert batch["labeled"]["joints_2d"].shape == (2, 17, 2)

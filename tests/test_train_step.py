@@ -94,7 +94,7 @@ def test_loss_goes_down(mode):
 def test_weakly_supervised_loss_goes_down_after_2d_pretraining():
   # From random weights every reconstruction is invalid (all joints at the crop centre, the
   # scale pair on one pixel), so L_MC and L_B only switch on during training: the recipe's
-  # stage 1 (2D pretraining) comes first, as in METHOD.md section 5.
+  # stage 1 (2D pretraining) comes first, as in docs/method.md section 5.
   state, pretrain, batch = _setup("2d")
   batch = _fixed(pipeline.make_batch(pipeline.synthetic_source(DATA), pipeline.BatchSpec(
       labeled=4, multiview=2, num_views=2, mode="ws"), step=0))

@@ -1,6 +1,8 @@
-"""Host (NumPy) vs device (jitted JAX) image warp of posejax.data.batching.augment: which to use where.
+"""Host (NumPy) vs device (jitted JAX) image warp of posejax.data.batching.augment: which to use
+where.
 
-    python -m experiments.studies.augment_timing [--cases=64x128,32x256] [--repeats=10] [--json=FILE]
+    python -m experiments.studies.augment_timing [--cases=64x128,32x256] [--repeats=10] \
+        [--json=FILE]
 
 Each case is BATCHxSIZE (square uint8 RGB crops, random augmentations with flips). Rows:
 
@@ -16,8 +18,8 @@ Each case is BATCHxSIZE (square uint8 RGB crops, random augmentations with flips
 
 Timings are medians over `--repeats` runs of wall-clock time and of process CPU time (all
 threads: the core time taken from a network training on the same cores); for the jitted rows,
-the first call (compilation, plus one run) is reported separately. Results go to BUILD_NOTES.md with the
-machine they ran on.
+the first call (compilation, plus one run) is reported separately. Results go to BUILD_NOTES.md
+with the machine they ran on.
 """
 
 from __future__ import annotations

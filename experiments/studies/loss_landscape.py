@@ -6,8 +6,9 @@ On synthetic validation samples with their ground-truth 2D joints, two reports:
 
 - L_MC and L_B along the line t * (true relative depths), t from -1 (every depth negated: the
   mirror image) through 0 (flat poses) to 1 (the truth).
-- Free depths, one per joint and view, fitted with Adam to the ws objective (the train step's
-  own `objective_terms`, so every weight and option is the training one), from starts near
+- Free depths, one per joint and view, fitted with Adam to the ws objective (the task's own
+  `objective_terms` and the train step's `weighted_sum`, so every term and option is the
+  training one, weighed by the flags' weights), from starts near
   the truth (a fraction of the bones' depth offsets negated) and near flat, each with and
   without the root-depth solve's gradient (`Objective.root_depth_gradient`).
 
@@ -33,6 +34,7 @@ from absl import app, flags
 from posejax import geometry, metrics
 from posejax.data.render import synthetic
 from posejax.skeleton import H36M
+from posejax.tasks.pose25d.objective import Objective, objective_terms
 from posejax.train import step as step_lib
 from posejax.train.loop import quiet_library_logs
 
@@ -41,6 +43,7 @@ _STEPS = flags.DEFINE_integer("steps", 2000, "Adam steps per fit.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 3e-3, "Adam's learning rate.")
 _ALPHA = flags.DEFINE_float("alpha", 0.1, "Weight of L_MC.")
 _BETA = flags.DEFINE_float("beta", 1.0, "Weight of L_B.")
+_SCALE = flags.DEFINE_float("scale_weight", 1.0, "Weight of scale_bone and scale_tilt.")
 _MAX_GAP = flags.DEFINE_float("max_scale_pair_gap", 0.4, "Bound of the torso tilt loss.")
 
 LINE = (-1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0)
@@ -54,7 +57,7 @@ def validation_views(num_samples: int, image_size: int = 64) -> dict[str, np.nda
           for key in ("joints_2d", "camera", "joints_3d")}
 
 
-def ws_terms(rel_depth, views, objective: step_lib.Objective, image_size: int = 64):
+def ws_terms(rel_depth, views, objective: Objective, image_size: int = 64):
   """The train step's ws terms for predicted `rel_depth` [S, V, J] and ground-truth 2D."""
   shape = rel_depth.shape[:2]
   flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
@@ -66,7 +69,7 @@ def ws_terms(rel_depth, views, objective: step_lib.Objective, image_size: int = 
       heatmaps=jnp.zeros((len(joints_2d), image_size // 4, image_size // 4, H36M.num_joints)))
   batch = dict(multiview=dict(camera=jnp.asarray(views["camera"]),
                               view_mask=jnp.ones(shape, bool)), image_size=image_size)
-  return step_lib.objective_terms(predictions, batch, objective, H36M, num_labeled=0)
+  return objective_terms(predictions, batch, objective, H36M, num_labeled=0)
 
 
 def mpjpe_mm(rel_depth, views) -> float:
@@ -85,13 +88,15 @@ def with_bones_negated(rel_depth, fraction: float, rng: np.random.Generator) -> 
   return out
 
 
-def fit(start, views, objective: step_lib.Objective, steps: int, learning_rate: float):
-  """Adam on free depths from `start`: (final depths, final terms)."""
+def fit(start, views, objective: Objective, weights: dict[str, float], steps: int,
+        learning_rate: float):
+  """Adam on free depths from `start` against the terms weighed by `weights` (keyed by term
+  name, as a config's `loss_weights`): (final depths, final terms)."""
   optimizer = optax.adam(learning_rate)
 
   def loss(rel_depth):
     terms = ws_terms(rel_depth, views, objective)
-    return step_lib.total_loss(terms, objective), terms
+    return step_lib.weighted_sum(terms, weights), terms
 
   @jax.jit
   def update(rel_depth, opt_state):
@@ -112,10 +117,11 @@ def main(argv):
   quiet_library_logs()
   views = validation_views(_SAMPLES.value)
   truth = geometry.relative_depth_target(views["joints_3d"], H36M)
-  weights = dict(alpha=_ALPHA.value, beta=_BETA.value, max_scale_pair_gap=_MAX_GAP.value,
-                 heatmap_weight=0.0)
-  objective = step_lib.Objective(mode="ws", **weights)
-  print(f"{_SAMPLES.value} samples x 4 views, ground-truth 2D, {weights}")
+  weights = dict(heatmap=0.0, multiview=_ALPHA.value, limb=_BETA.value,
+                 scale_bone=_SCALE.value, scale_tilt=_SCALE.value)
+  objective = Objective(mode="ws", max_scale_pair_gap=_MAX_GAP.value)
+  print(f"{_SAMPLES.value} samples x 4 views, ground-truth 2D, weights {weights}, "
+        f"max_scale_pair_gap {_MAX_GAP.value}")
   print("\nalong t * (true depths):\n     t    L_MC     L_B   MPJPE")
   for t in LINE:
     terms = ws_terms(t * truth, views, objective)
@@ -131,8 +137,10 @@ def main(argv):
   for name, start in starts.items():
     fitted = []
     for root_gradient in (True, False):
-      objective = step_lib.Objective(mode="ws", root_depth_gradient=root_gradient, **weights)
-      rel_depth, terms = fit(start, views, objective, _STEPS.value, _LEARNING_RATE.value)
+      objective = Objective(mode="ws", root_depth_gradient=root_gradient,
+                            max_scale_pair_gap=_MAX_GAP.value)
+      rel_depth, terms = fit(start, views, objective, weights, _STEPS.value,
+                             _LEARNING_RATE.value)
       fitted.append(f"{mpjpe_mm(rel_depth, views):6.1f} (L_MC {float(terms['multiview']):.3f})")
     print(f"  {name:36s} {mpjpe_mm(start, views):6.1f} -> {fitted[0]} / {fitted[1]}",
           flush=True)

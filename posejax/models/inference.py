@@ -1,7 +1,7 @@
 """Inference: a trained PoseNet's predictions for a batch of crops, with the pose in millimetres.
 
 The network predicts a scale-normalised pose (thorax-pelvis = 1); its metric size comes from
-the skeleton's mean bone lengths (METHOD.md section 5, `geometry.estimate_scale`).
+the skeleton's mean bone lengths (docs/method.md section 5, `geometry.estimate_scale`).
 """
 
 from __future__ import annotations

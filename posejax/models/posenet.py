@@ -1,4 +1,4 @@
-"""PoseNet: image + crop camera -> every prediction of the method (METHOD.md sections 2-3).
+"""PoseNet: image + crop camera -> every prediction of the method (docs/method.md sections 2-3).
 
 backbone (e.g. HRNet, stride 4) -> 1x1 conv to 2J channels (J heatmaps, J latent depth maps)
 -> layer 1 (soft-argmax, relative depth, confidence) -> layer 2 (root depth, reconstruction).

@@ -6,7 +6,8 @@ coordinates, pixel centres at integers), built about the crop centre c = ((W - 1
     T = C F R(rotation) S(scale) C^-1,   C = translation by c,   F = diag(-1, 1) if flip else I.
 
 Everything that lives in crop pixels follows T, so that `geometry.project(joints_3d', K')` is
-exactly `joints_2d'` again (METHOD.md section 1: K includes every 2D affine applied to the image):
+exactly `joints_2d'` again (docs/method.md section 1: K includes every 2D affine applied to the
+image):
 
 - image: output pixel p reads the input at T^-1 p, bilinear, zeros outside the input;
 - joints_2d' = T joints_2d, K' = T K, joints_3d unchanged, for T without mirror.
@@ -40,7 +41,8 @@ Two implementations of the same maths, with identical results up to float roundi
   step; `warp_images`. Sampling stays on the host (a `np.random.Generator`); only the matrices
   (`augmentation_matrices`) travel to the device.
 
-Default: the device path, by measurement (`python -m experiments.studies.augment_timing`, 2-core CPU):
+Default: the device path, by measurement (`python -m experiments.studies.augment_timing`, 2-core
+CPU):
 the jitted warp costs 3-4x less CPU time than the NumPy one (64 x 128^2: 9-13 vs 34-37 CPU-ms;
 32 x 256^2: 15-25 vs 63-100 CPU-ms), and on a CPU the host pipeline's cores are the network's
 cores. On an accelerator the warp is a small kernel next to the network, while the host would
@@ -70,7 +72,7 @@ import numpy as np
 
 from posejax.skeleton import H36M, Skeleton
 
-# Geometry outputs are float32 (DESIGN.md); the host computes them in float64 first.
+# Geometry outputs are float32 (docs/design.md); the host computes them in float64 first.
 _GEOMETRY_DTYPE = np.float32
 # The CPU device warp runs in chunks of this many output pixels (see `warp_images`).
 _CPU_PIXELS_PER_CHUNK = 2**17
@@ -99,8 +101,8 @@ def sample_augmentation(rng: np.random.Generator, *, scale_range: float = 0.2,
 
   Args:
     rng: the host random generator.
-    scale_range: half-width of the uniform scale interval (METHOD.md: +-20 %).
-    max_rotation_deg: half-width of the uniform rotation interval (METHOD.md: +-30 degrees).
+    scale_range: half-width of the uniform scale interval (docs/method.md: +-20 %).
+    max_rotation_deg: half-width of the uniform rotation interval (docs/method.md: +-30 degrees).
     flip_probability: probability of a horizontal flip.
     flip: if given, use this flip decision instead of drawing one (a multi-view sample's shared
       decision). The flip is drawn from `rng` either way, so the random stream does not depend
@@ -268,7 +270,19 @@ def _check_images(images):
                      f"{images.shape}")
 
 
-def _bilinear_taps(xp, matrices, height, width):
+def _output_size(out_size, height: int, width: int) -> tuple[int, int]:
+  """(H_out, W_out) of a warp: `out_size` None (the input's H, W), an int S (S x S) or (H, W)."""
+  if out_size is None:
+    return height, width
+  if isinstance(out_size, (int, np.integer)):
+    out_size = (out_size, out_size)
+  out_height, out_width = (int(v) for v in out_size)
+  if out_height < 1 or out_width < 1:
+    raise ValueError(f"out_size must be positive, got {out_size}")
+  return out_height, out_width
+
+
+def _bilinear_taps(xp, matrices, height, width, out_height=None, out_width=None):
   """Where each output pixel reads, for an inverse-mapping bilinear warp with zeros outside.
 
   The image is read through a one-pixel ring of zeros ([N, H + 2, W + 2], flattened): clipping
@@ -277,15 +291,20 @@ def _bilinear_taps(xp, matrices, height, width):
 
   Args:
     matrices: [N, 3, 3] float32 pixel maps T (output = T @ input).
+    height, width: of the input images.
+    out_height, out_width: of the output (default: the input's).
 
   Returns:
-    (indices, weight_x, weight_y): indices [4, N, H, W] int32 into the flattened padded images
-    (top-left, top-right, bottom-left, bottom-right); weights [N, H, W, 1] float32.
+    (indices, weight_x, weight_y): indices [4, N, H_out, W_out] int32 into the flattened padded
+    images (top-left, top-right, bottom-left, bottom-right); weights [N, H_out, W_out, 1]
+    float32.
   """
+  out_height = height if out_height is None else out_height
+  out_width = width if out_width is None else out_width
   num = matrices.shape[0]
   inverse = _inverse_affine(xp, matrices)
-  ys, xs = xp.meshgrid(xp.arange(height, dtype=xp.float32), xp.arange(width, dtype=xp.float32),
-                       indexing="ij")
+  ys, xs = xp.meshgrid(xp.arange(out_height, dtype=xp.float32),
+                       xp.arange(out_width, dtype=xp.float32), indexing="ij")
   coefficient = lambda i, j: inverse[:, i, j, None, None]
   source_x = coefficient(0, 0) * xs + coefficient(0, 1) * ys + coefficient(0, 2)
   source_y = coefficient(1, 0) * xs + coefficient(1, 1) * ys + coefficient(1, 2)
@@ -310,7 +329,7 @@ def _pad_to_words(xp, images):
 # ------------------------------------------------------------------------------ host (NumPy)
 
 
-def warp_images_numpy(images, matrices) -> np.ndarray:
+def warp_images_numpy(images, matrices, out_size=None) -> np.ndarray:
   """Host image warp: output pixel p = bilinear read of the input at T^-1 p, zeros outside.
 
   The same algorithm and float32 arithmetic as `warp_images` (results agree to rounding).
@@ -318,30 +337,37 @@ def warp_images_numpy(images, matrices) -> np.ndarray:
   Args:
     images: [..., H, W, C] uint8, 1 <= C <= 4.
     matrices: [..., 3, 3] pixel maps T (output = T @ input), one per image.
+    out_size: the output's size: None (default) the input's H x W, an int S for S x S, or
+      (H_out, W_out). T maps input pixels to OUTPUT pixels (e.g. a crop matrix that resizes).
 
   Returns:
-    [..., H, W, C] uint8 (rounded half to even).
+    [..., H_out, W_out, C] uint8 (rounded half to even).
   """
   images = np.asarray(images)
   _check_images(images)
   height, width, channels = images.shape[-3:]
+  out_height, out_width = _output_size(out_size, height, width)
   images_flat = images.reshape(-1, height, width, channels)
   matrices_flat = np.asarray(matrices, np.float32).reshape(-1, 3, 3)
-  warped = np.empty_like(images_flat)
+  warped = np.empty((images_flat.shape[0], out_height, out_width, channels), np.uint8)
   # One image at a time keeps the float32 temporaries in cache: 1.7-1.9x faster than one
-  # vectorised call over a batch of 64 x 128^2 or 32 x 256^2 (experiments/studies/augment_timing.py).
+  # vectorised call over a batch of 64 x 128^2 or 32 x 256^2
+  # (experiments/studies/augment_timing.py).
   for n in range(images_flat.shape[0]):
-    warped[n] = _warp_one_numpy(images_flat[n], matrices_flat[n])
-  return warped.reshape(images.shape)
+    warped[n] = _warp_one_numpy(images_flat[n], matrices_flat[n], out_height, out_width)
+  return warped.reshape(*images.shape[:-3], out_height, out_width, channels)
 
 
-def _warp_one_numpy(image, matrix):
-  """[H, W, C] uint8 warped by one float32 pixel map [3, 3]."""
+def _warp_one_numpy(image, matrix, out_height=None, out_width=None):
+  """[H, W, C] uint8 warped by one float32 pixel map [3, 3] into [H_out, W_out, C]."""
   height, width, channels = image.shape
+  out_height = height if out_height is None else out_height
+  out_width = width if out_width is None else out_width
   words = _pad_to_words(np, image[None]).view(np.uint32).reshape(-1)
-  indices, weight_x, weight_y = _bilinear_taps(np, matrix[None], height, width)
-  read = lambda tap: words[indices[tap, 0]].view(np.uint8).reshape(height, width, 4).astype(
-      np.float32)
+  indices, weight_x, weight_y = _bilinear_taps(np, matrix[None], height, width, out_height,
+                                               out_width)
+  read = lambda tap: words[indices[tap, 0]].view(np.uint8).reshape(
+      out_height, out_width, 4).astype(np.float32)
 
   def lerp(start, end, weight):
     # start + weight * (end - start) in place (fresh temporaries cost more than the maths), in
@@ -399,42 +425,48 @@ def augment_view(image, camera, joints_2d, joints_2d_mask, augmentation: Augment
 # ----------------------------------------------------------------------------- device (JAX)
 
 
-@functools.partial(jax.jit, static_argnames=("pixels_per_chunk",))
-def warp_images(images, matrices, *, pixels_per_chunk: int | None = None):
+@functools.partial(jax.jit, static_argnames=("out_size", "pixels_per_chunk"))
+def warp_images(images, matrices, *, out_size=None, pixels_per_chunk: int | None = None):
   """Device image warp (jit- and vmap-safe): the algorithm of `warp_images_numpy`, in XLA.
 
   Args:
     images: [..., H, W, C] uint8, 1 <= C <= 4.
     matrices: [..., 3, 3] float32 pixel maps T (output = T @ input), one per image.
+    out_size: the output's size (static): None (default) the input's H x W, an int S for
+      S x S, or (H_out, W_out). T maps input pixels to OUTPUT pixels, so a crop matrix
+      composed with an augmentation resizes and augments in one read.
     pixels_per_chunk: warp about this many output pixels at a time (whole images, a `lax.map`
       over chunks of the batch), or 0 for the whole batch in one vectorised gather. None: 2^17
       on CPU, where cache-sized chunks measured 1.3-2.7x faster than one gather over 64-128
-      images (experiments/studies/augment_timing.py), and 0 on accelerators, which want one big kernel.
+      images (experiments/studies/augment_timing.py), and 0 on accelerators, which want one big
+      kernel.
 
   Returns:
-    [..., H, W, C] uint8 (rounded half to even).
+    [..., H_out, W_out, C] uint8 (rounded half to even).
   """
   images = jnp.asarray(images)
   _check_images(images)
   height, width, channels = images.shape[-3:]
+  out_height, out_width = _output_size(out_size, height, width)
   images_flat = images.reshape(-1, height, width, channels)
   matrices_flat = jnp.asarray(matrices, jnp.float32).reshape(-1, 3, 3)
   if pixels_per_chunk is None:
     pixels_per_chunk = _CPU_PIXELS_PER_CHUNK if jax.default_backend() == "cpu" else 0
   if pixels_per_chunk:
-    warp_one = lambda args: _warp_jax(args[0][None], args[1][None])[0]
+    warp_one = lambda args: _warp_jax(args[0][None], args[1][None], out_height, out_width)[0]
     warped = jax.lax.map(warp_one, (images_flat, matrices_flat),
-                         batch_size=max(1, pixels_per_chunk // (height * width)))
+                         batch_size=max(1, pixels_per_chunk // (out_height * out_width)))
   else:
-    warped = _warp_jax(images_flat, matrices_flat)
-  return warped.reshape(images.shape)
+    warped = _warp_jax(images_flat, matrices_flat, out_height, out_width)
+  return warped.reshape(*images.shape[:-3], out_height, out_width, channels)
 
 
-def _warp_jax(images, matrices):
-  """[N, H, W, C] uint8 warped by float32 pixel maps [N, 3, 3]."""
+def _warp_jax(images, matrices, out_height=None, out_width=None):
+  """[N, H, W, C] uint8 warped by float32 pixel maps [N, 3, 3] into [N, H_out, W_out, C]."""
   num, height, width, channels = images.shape
   words = jax.lax.bitcast_convert_type(_pad_to_words(jnp, images), jnp.uint32).reshape(-1)
-  indices, weight_x, weight_y = _bilinear_taps(jnp, matrices, height, width)
+  indices, weight_x, weight_y = _bilinear_taps(jnp, matrices, height, width, out_height,
+                                               out_width)
   read = lambda tap: jax.lax.bitcast_convert_type(words[indices[tap]], jnp.uint8).astype(
       jnp.float32)
   lerp = lambda start, end, weight: start + weight * (end - start)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from posejax.data.render import synthetic
+from posejax.errors import ConfigError
 
 Source = Callable[[str, int], dict]
 # A sample's 2D pseudo labels (`with_pseudo_labels`): a batch spec may take them as the
@@ -80,7 +81,7 @@ def make_source(data) -> Source:
     return datasets.streams_source(dict(data.streams), os.path.expanduser(data.data_dir),
                                    {k: dict(v) for k, v in data.get("options", {}).items()})
   if data.source != "synthetic":
-    raise ValueError(f"data.source must be 'synthetic' or 'datasets', got {data.source!r}")
+    raise ConfigError(f"data.source must be 'synthetic' or 'datasets', got {data.source!r}")
   synthetic_config = synthetic.config_from(data)
   if data.get("data_dir"):
     from posejax.data.render import synthetic_tfds  # pylint: disable=import-outside-toplevel

@@ -1,7 +1,7 @@
 """Person crops from full frames, with the crop camera that keeps the geometry exact.
 
 Every real dataset builder turns a frame and a person box into a square crop of `image_size`
-pixels and the 3x3 crop camera K = crop_matrix @ intrinsics (METHOD.md section 1: K maps camera
+pixels and the 3x3 crop camera K = crop_matrix @ intrinsics (docs/method.md section 1: K maps camera
 rays to crop pixels, last row (0, 0, 1)). Pixel centres sit at integer coordinates in both the
 frame and the crop. Rotation, flips and scale jitter are left to the augmentation on the device;
 the builders only cut axis-aligned squares, so the resampling can be an antialiased resize (a

@@ -3,7 +3,7 @@
     from posejax.data.real import datasets
     datasets.prepare("h36m", manual_dir="~/h36m", data_dir="~/posejax_data", image_size=256)
     source = datasets.source("h36m", data_dir="~/posejax_data", image_size=256)
-    sample = source("test", 0)  # the DESIGN.md keys, like the synthetic data
+    sample = source("test", 0)  # the docs/design.md keys, like the synthetic data
 
 or from the shell: `python -m experiments.prepare_data --dataset=h36m --manual_dir=~/h36m
 --data_dir=~/posejax_data --option=image_size=256`.
@@ -61,8 +61,11 @@ DATASETS: dict[str, DatasetInfo] = {
     "mpi_inf_3dhp": DatasetInfo("posejax.data.real.mpi_inf_3dhp",
                                 ("train_multiview", "train_2d", "test"),
                                 "https://vcai.mpi-inf.mpg.de/3dhp-dataset/"),
-    "mpii": DatasetInfo("posejax.data.real.mpii", ("train_2d",), "http://human-pose.mpi-inf.mpg.de/"),
+    "mpii": DatasetInfo("posejax.data.real.mpii", ("train_2d",),
+                        "http://human-pose.mpi-inf.mpg.de/"),
     "coco": DatasetInfo("posejax.data.real.coco", ("train_2d",), "https://cocodataset.org/"),
+    "lsp": DatasetInfo("posejax.data.real.lsp", ("train_2d", "test"),
+                       "http://sam.johnson.io/research/lsp.html"),
     "own_multiview": DatasetInfo("posejax.data.real.manifest", ("train_multiview",),
                                  "your own recordings (README.md: Your own multi-view data)"),
 }
@@ -243,7 +246,7 @@ def multiview_record(views: list[dict], **extra) -> dict:
 
 
 def multiview_sample(record: dict) -> dict:
-  """A stored multi-view record as a sample: the DESIGN.md keys with a view axis (has_3d [V]
+  """A stored multi-view record as a sample: the docs/design.md keys with a view axis (has_3d [V]
   True where the view is present) plus the record's other fields."""
   sample = {k: v.decode() if isinstance(v, bytes) else np.asarray(v)  # text features: str
             for k, v in record.items() if k not in ("jpeg", "jpeg_ends")}

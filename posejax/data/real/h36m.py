@@ -16,7 +16,7 @@ Conventions:
 - Cameras: the published intrinsics of the 4 cameras (`CAMERAS`, the values distributed with
   VideoPose3D, common/h36m_dataset.py) including their radial and tangential distortion. The
   extrinsics are not needed: the poses are in each camera's frame already, and training never
-  uses extrinsics (METHOD.md section 4).
+  uses extrinsics (docs/method.md section 4).
 - Crops: the square box around the projected joints (side = margin x their extent). The
   videos are distorted (camera 54138969 moves a point at (x/z, y/z) = (0.40, -0.21) by
   16.6 px); with `undistort` (default) the crop is resampled so that it is the ideal pinhole

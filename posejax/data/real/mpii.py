@@ -324,7 +324,7 @@ def generate_person_examples(persons, image_dir: str, image_size: int, margin: f
 
 
 def from_record(record: dict) -> dict:
-  """A stored person crop as a "train_2d" sample: the DESIGN.md keys (no 3D labels:
+  """A stored person crop as a "train_2d" sample: the docs/design.md keys (no 3D labels:
   joints_3d zeros with has_3d False) plus head_size."""
   sample = {k: np.asarray(record[k]) for k in ("image", "camera", "joints_2d",
                                                  "joints_2d_mask", "head_size")}
