@@ -1,9 +1,16 @@
-"""Test setup: 8 simulated CPU devices (set before JAX starts) and hypothesis profiles."""
+"""Test setup: 8 simulated CPU devices (set before JAX starts), a persistent compilation cache
+shared by the test processes and the runs they start, and hypothesis profiles."""
 
 import os
+import pathlib
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests compile the same tiny programs (the same config in several loop tests, the same
+# step in a run and its resumption): compiled once, read from disk after.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      str(pathlib.Path(__file__).parents[1] / ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 from hypothesis import settings  # noqa: E402
 

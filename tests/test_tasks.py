@@ -91,11 +91,11 @@ class Distill2D(Regression2D):
     return terms
 
 
-def config_of(task: str, objective: str, steps: int, **train) -> config_dict.ConfigDict:
+def config_of(task: str, objective: str, stage_steps: int, **train) -> config_dict.ConfigDict:
   config = config_dict.ConfigDict()
   config.task = task
   config.seed = 0
-  config.stages = dict(stage1=dict(objective=objective, steps=steps))
+  config.stages = dict(stage1=dict(objective=objective, steps=stage_steps))
   config.data = dict(source="synthetic", image_size=32, num_views=1, motion="procedural",
                      occluder_probability=0.0, seed=0, workers=0, in_memory=True,
                      sizes=dict(train_2d=32, train_multiview=1, validation=2, test=2))

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
 from experiments.configs import synthetic as synthetic_config
 from posejax.data.batching.sources import make_source
@@ -41,31 +42,59 @@ def final_params(workdir):
   return manager.latest_step(), jax.tree_util.tree_leaves(restored["params"])
 
 
-def test_interrupted_and_resumed_training_equals_straight_training(tmp_path):
+def test_interrupted_and_resumed_training_equals_straight_training(tmp_path, capsys):
   straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-  loop.train_and_evaluate(tiny_config("2d", 4), str(straight))
-  loop.train_and_evaluate(tiny_config("2d", 2), str(resumed))  # "killed" after 2 steps
-  results = loop.train_and_evaluate(tiny_config("2d", 4), str(resumed))  # resumes at 2
-  step_a, params_a = final_params(straight)
-  step_b, params_b = final_params(resumed)
-  assert step_a == step_b == 4
-  for a, b in zip(params_a, params_b):
-    np.testing.assert_array_equal(a, b)
+  loop.train_and_evaluate(tiny_config("2d+ws", (2, 2)), str(straight))
+  # "Killed" at the stage boundary (stage 1 done), then again inside stage 2.
+  loop.train_and_evaluate(tiny_config("2d+ws", (2, 2), steps=2), str(resumed))
+  loop.train_and_evaluate(tiny_config("2d+ws", (2, 2), steps=3, checkpoint_every=1),
+                          str(resumed))
+  capsys.readouterr()
+  results = loop.train_and_evaluate(tiny_config("2d+ws", (2, 2)), str(resumed))
+  out = capsys.readouterr().out
+  assert f"resumed from step 3 in {resumed / 'checkpoints'} (stage stage2)" in out
+  assert re.findall(r"step (\d+)/4", out) == ["4"]  # only the remaining step ran
+  assert final_params(straight)[0] == final_params(resumed)[0] == 4
+  a, b = _restored(straight, 4), _restored(resumed, 4)
+  for key in ("params", "rest", "opt_state"):
+    np.testing.assert_array_equal(_flat(a[key]), _flat(b[key]))
   assert results["views"] == 2 and np.isfinite(results["mpjpe"])
   assert (resumed / "eval.json").exists()
   # Evaluating the workdir later gives the same numbers as the end of training.
-  assert loop.evaluate_workdir(tiny_config("2d", 4), str(resumed)) == results
+  assert loop.evaluate_workdir(tiny_config("2d+ws", (2, 2)), str(resumed)) == results
   with pytest.raises(FileNotFoundError, match="train first"):
     loop.evaluate_workdir(tiny_config("2d", 4), str(tmp_path / "untrained"))
 
 
-def test_stage_two_starts_from_stage_one_and_refuses_nothing_to_start_from(tmp_path):
-  loop.train_and_evaluate(tiny_config("2d", 2), str(tmp_path / "stage1"))
-  config = tiny_config("ws", 2)
+def _restored(workdir, step):
+  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
+  return manager.restore(step)
+
+
+def _flat(tree):
+  return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
+
+
+def test_stage_two_starts_from_stage_one_weights_with_a_fresh_optimiser(tmp_path, capsys):
+  stage1 = tiny_config("2d", 2)
+  stage1.optim.clip_norm = 0.0  # plain Adam; stage 2 clips: another optimiser state
+  loop.train_and_evaluate(stage1, str(tmp_path / "stage1"))
+  config = tiny_config("ws", 1)
   config.init_from = str(tmp_path / "stage1")
-  config.optim.clip_norm = 0.0  # another optimiser state than stage 1's: only weights carry over
+  config.stages.stage1.optim.learning_rate = 0.0  # the weights stay where stage 1 left them
   loop.train_and_evaluate(config, str(tmp_path / "stage2"))
-  assert final_params(tmp_path / "stage2")[0] == 2
+  assert f"initialised from {tmp_path / 'stage1'} (step 2)" in capsys.readouterr().out
+  first, second = _restored(tmp_path / "stage1", 2), _restored(tmp_path / "stage2", 1)
+  np.testing.assert_array_equal(_flat(second["params"]), _flat(first["params"]))
+  # BatchNorm statistics moved one momentum step from stage 1's, far less than from a fresh
+  # model's (the one stage 2 would have had without init_from).
+  fresh = nnx.state(get_task(config).create_model(nnx.Rngs(0)), nnx.BatchStat)
+  moved = np.abs(_flat(second["rest"]) - _flat(first["rest"])).max()
+  assert moved < 0.2 * np.abs(_flat(second["rest"]) - _flat(fresh)).max()
+  # A fresh optimiser: Adam has counted one step, not three (stage 1's two and this one).
+  counts = [int(np.ravel(x)[0]) for x in jax.tree_util.tree_leaves(second["opt_state"])
+            if np.ndim(x) == 0 and np.issubdtype(np.asarray(x).dtype, np.integer)]
+  assert counts and set(counts) == {1}
   config.init_from = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="nowhere"):
     loop.train_and_evaluate(config, str(tmp_path / "stage2b"))
