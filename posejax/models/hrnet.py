@@ -206,7 +206,11 @@ def _transition(previous: list[int], current: list[int], dtype, rngs) -> nnx.Lis
 
 
 class HRNet(nnx.Module):
-  """The pose HRNet backbone: image [B, H, W, 3] -> features [B, H/4, W/4, out_channels]."""
+  """The pose HRNet backbone: image [B, H, W, 3] -> features [B, H/4, W/4, out_channels].
+
+  With `concat_branches`, `branches(images)` gives the four maps (strides 4/8/16/32) before
+  their concatenation, for multi-scale heads (posejax.models.pose_transformer).
+  """
 
   def __init__(self, config: HRNetConfig = HRNetConfig(), *, dtype=jnp.float32,
                rngs: nnx.Rngs):
@@ -241,7 +245,8 @@ class HRNet(nnx.Module):
       return sum(self.config.branch_channels(1 + len(self.config.stage_modules)))
     return self.config.width
 
-  def __call__(self, images):
+  def _branch_features(self, images) -> list[jax.Array]:
+    """Stem, stage 1 and stages 2-4: the last module's outputs, highest resolution first."""
     x = nnx.relu(self.bn1(self.conv1(images)))
     x = nnx.relu(self.bn2(self.conv2(x)))
     for block in self.layer1:
@@ -261,6 +266,28 @@ class HRNet(nnx.Module):
       branches = new_branches
       for module in getattr(self, f"stage{stage}"):
         branches = module(branches)
+    return branches
+
+  def branches(self, images) -> list[jax.Array]:
+    """The multi-resolution maps of the last stage, before concatenation or head.
+
+    Needs `concat_branches=True` (otherwise the last module fuses into the highest resolution
+    only and the other branches are never computed).
+
+    Args:
+      images: [B, H, W, 3] normalised images, as for `__call__`.
+
+    Returns:
+      list of 1 + len(stage_modules) maps (4 for the published shape), branch b of shape
+      [B, H / 2^(b+2), W / 2^(b+2), width * 2^b] (strides 4, 8, 16, 32).
+    """
+    if not self.config.concat_branches:
+      raise ValueError("HRNet.branches needs an HRNetConfig with concat_branches=True: the "
+                       "pose HRNet's last module outputs the stride-4 branch only")
+    return self._branch_features(images)
+
+  def __call__(self, images):
+    branches = self._branch_features(images)
     if self.config.concat_branches:
       return jnp.concatenate([_upsample_nearest(x, 2**b) if b else x
                               for b, x in enumerate(branches)], axis=-1)
