@@ -175,10 +175,6 @@ def _degenerate_cases():
 @pytest.mark.parametrize("name", list(_degenerate_cases()))
 def test_degenerate_inputs_give_finite_outputs_gradients_and_invalid(name):
   joints_2d, rel_depth, camera = _degenerate_cases()[name]
-  if name == "negative_discriminant":
-    rays = geometry.back_project(joints_2d, camera)
-    a = np.sum(np.square(rays[8, :2] - rays[0, :2]))
-    assert 4 * a * (25 - 1) > 0  # c = 5^2 - 1 dominates: D = b^2 - 4ac < 0 (checked below too)
   (pose, depth, valid), gradients = _reconstruction_and_gradients(joints_2d, rel_depth, camera)
   assert _all_finite((pose, depth)) and _all_finite(gradients)
   assert not bool(valid)
@@ -189,12 +185,52 @@ def test_degenerate_inputs_give_finite_outputs_gradients_and_invalid(name):
 def test_negative_discriminant_case_really_has_negative_discriminant():
   joints_2d, rel_depth, camera = _degenerate_cases()["negative_discriminant"]
   rays = np.asarray(geometry.back_project(joints_2d, camera), np.float64)
-  (xk, yk), (xl, yl) = rays[8, :2], rays[0, :2]
-  zk, zl = rel_depth[8], rel_depth[0]
+  a, b, c = _quadratic(rays, np.asarray(rel_depth, np.float64))
+  assert b * b - 4 * a * c < 0
+
+
+def _quadratic(rays, rel_depth, k=8, l=0, scale=1.0):
+  """docs/method.md section 3's a, b, c of the scale pair, in float64, written out directly."""
+  (xk, yk), (xl, yl) = rays[k, :2], rays[l, :2]
+  zk, zl = rel_depth[k], rel_depth[l]
   a = (xk - xl)**2 + (yk - yl)**2
   b = 2 * (zk * (xk**2 + yk**2 - xk * xl - yk * yl) + zl * (xl**2 + yl**2 - xk * xl - yk * yl))
-  c = (xk * zk - xl * zl)**2 + (yk * zk - yl * zl)**2 + (zk - zl)**2 - 1
-  assert b * b - 4 * a * c < 0
+  c = (xk * zk - xl * zl)**2 + (yk * zk - yl * zl)**2 + (zk - zl)**2 - scale**2
+  return a, b, c
+
+
+# (x_k, y_k, x_l, y_l, z_k, z_l) of the scale pair (thorax 8, pelvis 0) on an identity camera,
+# one per branch of the solver: the signs of b and c decide how many roots are positive.
+_BRANCHES = {
+    "b<0, c>0: two positive roots, the larger": (1.0, 0.0, 1.5, 0.0, 0.9, 0.0),
+    "b<0, c<0: one positive root": (0.2, 0.0, 0.6, 0.0, 0.5, 0.0),
+    "b>0, c<0: the cancellation-free form": (0.4, 0.0, 0.0, 0.0, 0.5, 0.0),
+    "b>0, c>0: both roots negative, invalid": (1.0, 0.0, 0.5, 0.0, 0.9, 0.0),
+}
+
+
+@pytest.mark.parametrize("name", list(_BRANCHES))
+def test_root_depth_takes_the_plus_root_on_every_branch(name):
+  xk, yk, xl, yl, zk, zl = _BRANCHES[name]
+  joints_2d = np.zeros((17, 2), np.float32)
+  joints_2d[8], joints_2d[0] = (xk, yk), (xl, yl)
+  rel_depth = np.zeros(17, np.float32)
+  rel_depth[8], rel_depth[0] = zk, zl
+  camera = np.eye(3, dtype=np.float32)
+  rays = np.concatenate([joints_2d, np.ones((17, 1))], axis=-1).astype(np.float64)
+  a, b, c = _quadratic(rays, rel_depth.astype(np.float64))
+  expected_signs = {"b<0, c>0": (-1, 1), "b<0, c<0": (-1, -1), "b>0, c<0": (1, -1),
+                    "b>0, c>0": (1, 1)}[name.split(":")[0]]
+  assert (np.sign(b), np.sign(c)) == expected_signs
+  roots = np.roots([a, b, c])
+  assert np.isreal(roots).all()  # D >= 0 on every branch here
+  plus = (-b + np.sqrt(b * b - 4 * a * c)) / (2 * a)
+  assert plus == pytest.approx(roots.real.max(), rel=1e-12)
+  depth, valid = geometry.root_depth(joints_2d, rel_depth, camera)
+  np.testing.assert_allclose(float(depth), plus, rtol=1e-5)
+  assert bool(valid) == (plus > 0)
+  if name.startswith("b<0, c>0"):  # the smaller root is positive too, and not the answer
+    assert 0 < roots.real.min() < float(depth) - 1e-3
 
 
 def test_valid_cases_are_valid_next_to_degenerate_ones_in_one_batch():
