@@ -73,6 +73,38 @@ def measured_mark(image, colour, near, window: int = 6):
   return np.array([(w * xs).sum(), (w * ys).sum()]) / w.sum()
 
 
+# Camera 54138969 as published (Human3.6M's metadata; VideoPose3D, common/h36m_dataset.py),
+# typed here independently of posejax/data/real/h36m.py: focal, centre, k1 k2 k3, p1 p2.
+_FX, _FY, _CX, _CY = 1145.0494384765625, 1143.7811279296875, 512.54150390625, 515.4514770507812
+_K1, _K2, _K3 = -0.20709891617298126, 0.24777518212795258, -0.0030751503072679043
+_P1, _P2 = -0.0009756988729350269, -0.00142447161488235
+
+
+def _published_projection(X, Y, Z):
+  """Human3.6M's projection (Brown-Conrady as its release code applies it), one point, by
+  hand: x' = x (radial + p1 x + p2 y) + p1 r^2, y' = y (radial + p1 x + p2 y) + p2 r^2."""
+  x, y = X / Z, Y / Z
+  r2 = x * x + y * y
+  radial = 1 + _K1 * r2 + _K2 * r2 * r2 + _K3 * r2 * r2 * r2
+  tangential = _P1 * x + _P2 * y
+  xd, yd = x * (radial + tangential) + _P1 * r2, y * (radial + tangential) + _P2 * r2
+  return _FX * xd + _CX, _FY * yd + _CY
+
+
+@pytest.mark.parametrize("point", [(0.0, 0.0, 4000.0), (1600.0, -840.0, 4000.0),
+                                   (-500.0, 900.0, 3000.0)])
+def test_camera_54138969_projects_as_published(point):
+  camera = next(c for c in h36m.CAMERAS if c.name == "54138969")
+  np.testing.assert_allclose(camera.project(np.array([point]))[0],
+                             _published_projection(*point), rtol=0, atol=1e-9)
+  x, y = point[0] / point[2], point[1] / point[2]  # the pinhole projection without the lens
+  np.testing.assert_allclose(camera.project(np.array([point]), distort=False)[0],
+                             (_FX * x + _CX, _FY * y + _CY), rtol=0, atol=1e-9)
+  if point == (1600.0, -840.0, 4000.0):  # (x, y) = (0.40, -0.21): the lens moves it ~11 px
+    moved = np.subtract(_published_projection(*point), (_FX * x + _CX, _FY * y + _CY))
+    assert 5 < np.hypot(*moved) < 20
+
+
 def test_views_agree_with_the_published_cameras(source):
   sample = source("test", 1)
   assert sample["image"].shape == (4, 96, 96, 3) and sample["view_mask"].all()

@@ -11,7 +11,7 @@ import importlib
 from posejax.tasks.base import Task
 
 TASKS: dict[str, type[Task]] = {}
-_BUILTIN = {"pose25d": "posejax.tasks.pose25d"}
+_BUILTIN = {"pose25d": "posejax.tasks.pose25d", "deeppose": "posejax.tasks.deeppose"}
 
 
 def register(name: str):
