@@ -16,9 +16,9 @@ are the left/right cue). Every joint inside the crop trains, hidden or not; the 
 (100 held-out samples x 4 views) reports the visible (joints_2d_mask) and the hidden joints
 apart, for each stage and for the mean-pose baseline.
 
-Not yet measured: the spec's estimates are ~1 min rendering and ~2-3 min per stage on 2 cores;
-its acceptance is stage 1 <= 0.7 x the mean pose's error, stage 2 >= 15 % below stage 1 with
-PDJ@0.1 >= 5 points higher, stage 3 <= 1.02 x stage 2.
+Not yet measured at these steps. The targets of the acceptance run: stage 1 <= 0.7 x the mean
+pose's error, stage 2 >= 15 % below stage 1 with PDJ@0.1 >= 5 points higher, stage 3 <= 1.02 x
+stage 2; expected ~1 min of rendering and a few minutes per stage on 2 cores.
 """
 
 from ml_collections import config_dict
