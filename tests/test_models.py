@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from posejax import losses
+from posejax import geometry, losses
 from posejax.models import (BACKBONES, HRNet, HRNetConfig, PoseNet, apply, count_parameters,
                             create_model)
 from posejax.models import import_torch
@@ -206,9 +206,13 @@ def test_posenet_predictions_have_the_documented_shapes_and_dtypes():
   assert set(predictions) == set(expected)
   for name, (shape, dtype) in expected.items():
     assert predictions[name].shape == shape and predictions[name].dtype == dtype, name
-  # The 2D joints lie inside the 64 px crop (stride 4 grid centres 1.5 .. 61.5).
-  assert float(predictions["joints_2d"].min()) >= 1.5
-  assert float(predictions["joints_2d"].max()) <= 61.5
+  # The wiring: the 3D pose is the reconstruction of the predicted 2.5D through the cameras
+  # (the 2D inside the grid is not checked: a soft-argmax is a convex mix of cell centres).
+  pose, root_depth, valid = geometry.reconstruct(predictions["joints_2d"],
+                                                 predictions["rel_depth"], cameras, H36M)
+  np.testing.assert_array_equal(predictions["pose_3d"], pose)
+  np.testing.assert_array_equal(predictions["root_depth"], root_depth)
+  np.testing.assert_array_equal(predictions["valid"], valid)
 
 
 def _loss(predictions):

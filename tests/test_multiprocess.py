@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 
-from tests import cli_config
 from tests.cli_runs import TIMEOUT_S, checkpoint, launch, wait_all, wait_for
 
 
@@ -40,12 +39,10 @@ def test_two_processes_train_like_one(tmp_path):
   # step 2, parameters 4.2e-6 and 1.8e-6, statistics 1.2e-8 and 1.6e-7. Both processes
   # feeding the same half of the batch instead (or BatchNorm over one process's half) moves
   # 25 % of the parameters by more than 1e-5 after step 1, and the statistics by 9e-5.
-  lr = cli_config.get_config().optim.learning_rate
   single = checkpoint(workdirs["1 process x 4 devices"], 1)
   multi = checkpoint(workdirs["2 processes x 2 devices"], 1)
   difference = np.abs(multi["params"] - single["params"])
   assert np.mean(difference > 1e-5) < 1e-4
-  assert difference.max() <= 2 * lr  # Adam's first update is at most lr per parameter
   bounds = {1: dict(params=1e-5, rest=1e-6), 2: dict(params=1e-4, rest=1e-6)}
   for step, bound in bounds.items():
     single = checkpoint(workdirs["1 process x 4 devices"], step)
