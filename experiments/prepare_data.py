@@ -1,4 +1,4 @@
-"""Prepare a dataset once into a data dir (TFDS, ArrayRecord), for long runs.
+r"""Prepare a dataset once into a data dir (TFDS, ArrayRecord), for long runs.
 
 The built-in synthetic data (rendered; about 40 views/s per core at 128 px, BUILD_NOTES.md):
 

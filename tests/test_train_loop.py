@@ -170,15 +170,33 @@ def test_evaluation_per_action_weights_views_like_the_whole(tmp_path):
   assert "walk" in table and "jump" in table and "mean of actions" in table
 
 
-def test_config_typo_names_the_field(tmp_path):
-  root = pathlib.Path(__file__).parents[1]
-  result = subprocess.run(
-      [sys.executable, "-m", "experiments.train",
-       "--config=experiments/configs/synthetic.py:2d", f"--workdir={tmp_path}",
-       "--config.train.stepz=1"], cwd=root, capture_output=True, text=True, timeout=120,
-      env=dict(os.environ, JAX_PLATFORMS="cpu"))
-  assert result.returncode != 0
-  assert "stepz" in result.stderr
+def _run_cli(module, *args):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=pathlib.Path(__file__).parents[1],
+                        capture_output=True, text=True, timeout=180,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+
+def test_a_users_mistakes_are_one_line_errors(tmp_path):
+  cases = {
+      "the config has no field 'stepz' (did you mean 'steps'?)": (
+          "experiments.train", "--config=experiments/configs/synthetic.py:2d",
+          f"--workdir={tmp_path}", "--config.train.stepz=1"),
+      "no such config file: experiments/configs/nope.py": (
+          "experiments.train", "--config=experiments/configs/nope.py", f"--workdir={tmp_path}"),
+      "Unknown or repeated stage(s) ['wz']": (
+          "experiments.train", "--config=experiments/configs/synthetic.py:wz",
+          f"--workdir={tmp_path}"),
+      f"is {str(tmp_path)!r} a training workdir": (
+          "experiments.evaluate", f"--workdir={tmp_path}"),
+  }
+  for message, (module, *args) in cases.items():
+    result = _run_cli(module, *args)
+    assert result.returncode == 2, (args, result.stderr[-2000:])
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+  # --debug brings the traceback back.
+  result = _run_cli("experiments.evaluate", f"--workdir={tmp_path}", "--debug")
+  assert result.returncode != 0 and "Traceback" in result.stderr
 
 
 def test_a_sigterm_while_a_step_logs_saves_the_next_step_before_stopping(tmp_path, monkeypatch,

@@ -1,4 +1,4 @@
-"""Host (NumPy) vs device (jitted JAX) image warp of posejax.data.batching.augment: which to use
+r"""Host (NumPy) vs device (jitted JAX) image warp of posejax.data.batching.augment: which to use
 where.
 
     python -m experiments.studies.augment_timing [--cases=64x128,32x256] [--repeats=10] \

@@ -1,4 +1,4 @@
-"""Checks posejax's HRNet against the authors' PyTorch pose HRNet, output for output.
+r"""Checks posejax's HRNet against the authors' PyTorch pose HRNet, output for output.
 
     pip install "posejax[torch]"   # plus a checkout of the HRNet authors' code (not shipped)
     python -m experiments.studies.hrnet_torch_parity \

@@ -1,4 +1,4 @@
-"""Human3.6M as a TFDS dataset: the 4 synchronized views of a frame as one multi-view sample.
+r"""Human3.6M as a TFDS dataset: the 4 synchronized views of a frame as one multi-view sample.
 
 From the official release as its owners distribute it (http://vision.imar.ro/human3.6m/), one
 directory per subject, unpacked into the manual dir:

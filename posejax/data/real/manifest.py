@@ -1,4 +1,4 @@
-"""Your own multi-view recordings as a TFDS dataset: unlabeled multi-view samples.
+r"""Your own multi-view recordings as a TFDS dataset: unlabeled multi-view samples.
 
 The method needs no extrinsics and no labels for its multi-view data: synchronised views of a
 person, a crop camera per view, and nothing else. Describe each recording with a JSON manifest

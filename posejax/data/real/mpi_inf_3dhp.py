@@ -1,4 +1,4 @@
-"""MPI-INF-3DHP as a TFDS dataset: multi-view training frames and the single-view test set.
+r"""MPI-INF-3DHP as a TFDS dataset: multi-view training frames and the single-view test set.
 
 From the release as its owners distribute it (https://vcai.mpi-inf.mpg.de/3dhp-dataset/: the
 training set via its get_dataset.sh, the test set as mpi_inf_3dhp_test_set.zip), in the manual

@@ -1,4 +1,4 @@
-"""The synthetic data as a TFDS dataset, prepared once into a data dir so long runs don't re-render.
+r"""The synthetic data as a TFDS dataset, prepared once into a data dir so long runs don't re-render.
 
     python -m experiments.prepare_data --config=experiments/configs/synthetic.py \
         --data_dir=~/posejax_data --train_2d=20000 --train_multiview=20000 --test=2000
