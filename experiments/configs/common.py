@@ -35,6 +35,22 @@ def stages(objectives: list[str], steps: dict[str, int],
   return out
 
 
+def synthetic_data(image_size: int, sizes: dict[str, int]) -> config_dict.ConfigDict:
+  """`config.data` for the built-in synthetic people, rendered on the fly and kept in memory."""
+  return config_dict.ConfigDict(dict(
+      source="synthetic",
+      image_size=image_size,
+      num_views=4,
+      seed=0,
+      motion="auto",  # DeepMimic clips (pybullet) + procedural; or "procedural"; or a .npy path
+      occluder_probability=0.2,
+      workers=2,  # rendering threads
+      data_dir="",  # a prepared dataset (experiments.prepare_data) instead of rendering
+      in_memory=True,  # without data_dir: render each of `sizes` samples once, keep them
+      sizes=dict(sizes),
+  ))
+
+
 def pose25d(arg: str | None, default: str = "2d+ws") -> config_dict.ConfigDict:
   """The paper's recipe for task "pose25d", without data: HRNet-W32 at 256 px in bfloat16,
   128 2D-labeled images + 32 multi-view samples x 4 views, Adam 5e-4 -> 5e-5 at 50k of 60k

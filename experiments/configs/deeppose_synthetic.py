@@ -23,7 +23,7 @@ stage 2; expected ~1 min of rendering and a few minutes per stage on 2 cores.
 
 from ml_collections import config_dict
 
-from experiments.configs import deeppose_common
+from experiments.configs import common, deeppose_common
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
@@ -31,18 +31,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.deeppose.update(sigma=1.0, stage1_size=64, refine_size=32, label_mask="in_crop",
                          visible_key="joints_2d_mask", mean_pose_samples=0)
   config.model.update(name="deeppose_small", dtype="float32", dropout=0.3)
-  config.data = config_dict.ConfigDict(dict(
-      source="synthetic",
-      image_size=128,
-      num_views=4,
-      seed=0,
-      motion="auto",  # DeepMimic clips (pybullet) + procedural; or "procedural"; or a .npy path
-      occluder_probability=0.2,
-      workers=2,  # rendering threads
-      data_dir="",  # a prepared dataset (experiments.prepare_data) instead of rendering
-      in_memory=True,  # render each of `sizes` samples once, keep them
-      sizes=dict(train_2d=4000, validation=100, test=100),
-  ))
+  config.data = common.synthetic_data(image_size=128, sizes=dict(train_2d=4000, validation=100, test=100))
   config.batch.update(labeled=32, flip_probability=0.0, max_rotation_deg=30.0, scale_range=0.2)
   steps = config.stages.stage1.steps
   config.optim.update(name="adam", learning_rate=5e-4, decay_steps=(steps * 5 // 6,),
