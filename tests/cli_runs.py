@@ -17,8 +17,10 @@ TIMEOUT_S = 420  # all runs of a test together; a hung run fails the test instea
 
 
 def launch(workdir, log, devices: int, distributed: tuple[int, int, int] | None = None,
-           overrides=(), config: str = CONFIG) -> subprocess.Popen:
-  """`experiments.train` on `devices` fake CPU devices; distributed: (port, processes, id)."""
+           overrides=(), config: str = CONFIG, signal_at: str = "") -> subprocess.Popen:
+  """`experiments.train` on `devices` fake CPU devices; distributed: (port, processes, id);
+  signal_at: "STEP:SIGNAL", the signal the run sends itself after that step
+  (POSEJAX_SIGNAL_AT_STEP, posejax/train/loop.py)."""
   command = [sys.executable, "-m", "experiments.train", f"--config={config}",
              f"--workdir={workdir}", *overrides]
   if distributed:
@@ -26,7 +28,8 @@ def launch(workdir, log, devices: int, distributed: tuple[int, int, int] | None 
     command += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
                 f"--process_id={process_id}"]
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             POSEJAX_SIGNAL_AT_STEP=signal_at)
   return subprocess.Popen(command, cwd=ROOT, env=env, stdout=open(log, "w"),
                           stderr=subprocess.STDOUT)
 
@@ -47,13 +50,6 @@ def wait_all(runs: dict[str, subprocess.Popen], logs: dict[str, pathlib.Path],
       if process.poll() is None:
         process.kill()
         process.wait()
-
-
-def wait_for(condition, process: subprocess.Popen, log: pathlib.Path, deadline: float):
-  """Polls `condition()` while `process` runs; fails with its log when it ends or times out."""
-  while not condition():
-    assert time.monotonic() < deadline and process.poll() is None, log.read_text()[-3000:]
-    time.sleep(0.05)
 
 
 def checkpoint(workdir, step) -> dict[str, np.ndarray]:

@@ -12,6 +12,10 @@ otherwise, with `config.init_from` set to another workdir, the first stage start
 weights. Checkpoints: every `train.checkpoint_every` steps, at the end of every stage, and on
 SIGTERM (preemption). A NaN or Inf stops the run before anything is saved, so the last good
 checkpoint stays intact. Each process feeds its own shard of every global batch.
+
+For tests of preemption and crashes, `POSEJAX_SIGNAL_AT_STEP="13:SIGTERM"` (or SIGKILL) makes
+the run send itself that signal once step 13 is done (after its checkpoints have finished
+writing), so a test stops a run at a chosen step instead of racing a log it polls.
 """
 
 from __future__ import annotations
@@ -80,6 +84,17 @@ def total_steps(config, stages: list[Stage]) -> int:
     raise ValueError(f"train.steps={steps} is more than the stages hold ({stages[-1].end}); "
                      "lengthen a stage (stages.NAME.steps) instead")
   return steps
+
+
+def _signal_at_step() -> tuple[int, signal.Signals] | None:
+  """The testing aid of the module docstring: (step, signal), or None when it is not set."""
+  value = os.environ.get("POSEJAX_SIGNAL_AT_STEP")
+  if not value:
+    return None
+  step, _, name = value.partition(":")
+  if not step.isdigit() or name not in signal.Signals.__members__:
+    raise ValueError(f"POSEJAX_SIGNAL_AT_STEP={value!r}: expected STEP:SIGNAL, e.g. 13:SIGTERM")
+  return int(step), signal.Signals[name]
 
 
 def _stage_at(stages: list[Stage], step: int) -> Stage:
@@ -184,6 +199,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # preemption service (started by jax.distributed.initialize; it catches SIGTERM) agrees on
   # one; a handler of our own would replace it and stop only the signalled process.
   multi_process = jax.process_count() > 1
+  signal_at = _signal_at_step()
   if not multi_process:
     previous_handler = signal.signal(signal.SIGTERM,
                                      lambda signum, frame: stop.update(signal=signum))
@@ -215,6 +231,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
               flush=True)
       state, step_metrics = train_step(state, _global_batch(next(batches), by_example))
       done = step + 1
+      if signal_at and done == signal_at[0]:
+        manager.wait_until_finished()
+        os.kill(os.getpid(), signal_at[1])
       if multi_process and manager.reached_preemption(done):  # called at every step
         stop["signal"] = signal.SIGTERM
       # Read once: a SIGTERM arriving while this step logs or saves is handled at the next
