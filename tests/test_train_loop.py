@@ -224,6 +224,15 @@ def test_a_sigterm_while_a_step_logs_saves_the_next_step_before_stopping(tmp_pat
   assert final_params(tmp_path)[0] == 3
 
 
+def test_the_signal_at_step_testing_aid_refuses_a_malformed_value(monkeypatch):
+  monkeypatch.setenv("POSEJAX_SIGNAL_AT_STEP", "13:SIGTERM")
+  assert loop._signal_at_step() == (13, signal.SIGTERM)
+  for bad in ("SIGTERM", "13:TERM", "x:SIGKILL"):
+    monkeypatch.setenv("POSEJAX_SIGNAL_AT_STEP", bad)
+    with pytest.raises(ValueError, match="expected STEP:SIGNAL"):
+      loop._signal_at_step()
+
+
 def test_training_imports_no_tensorflow():
   code = ("import sys, experiments.train, posejax.train.loop, posejax.tasks.pose25d; "
           "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
