@@ -3,6 +3,7 @@ runs (tests/test_multiprocess.py, tests/test_preemption.py)."""
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -27,8 +28,11 @@ def launch(workdir, log, devices: int, distributed: tuple[int, int, int] | None 
     port, num_processes, process_id = distributed
     command += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
                 f"--process_id={process_id}"]
+  # The tests' XLA flags (tests/conftest.py), with this run's device count.
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                 os.environ.get("XLA_FLAGS", ""))
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={devices}",
              POSEJAX_SIGNAL_AT_STEP=signal_at)
   return subprocess.Popen(command, cwd=ROOT, env=env, stdout=open(log, "w"),
                           stderr=subprocess.STDOUT)

@@ -6,8 +6,13 @@ import re
 import socket
 
 import numpy as np
+import pytest
 
 from tests.cli_runs import checkpoint, launch, wait_all
+
+# Runs of several JAX processes each: one such test at a time (README's --dist loadgroup), so
+# that they do not starve each other's collectives and heartbeats on a 2-core machine.
+pytestmark = pytest.mark.xdist_group("subprocess_runs")
 
 
 def _free_port() -> int:

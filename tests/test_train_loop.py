@@ -29,7 +29,7 @@ def tiny_config(stages, stage_steps, **train):
     stage_steps = [stage_steps] * len(config.stages)
   for stage, count in zip(config.stages.values(), stage_steps):
     stage.steps = count
-  config.data.update(image_size=64, num_views=2, motion="procedural", workers=0,
+  config.data.update(image_size=32, num_views=2, motion="procedural", workers=0,
                      occluder_probability=0.0)
   config.batch.update(labeled=8, multiview=8, num_views=2)
   config.train.update(**dict(dict(log_every=1, checkpoint_every=2), **train))

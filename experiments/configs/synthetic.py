@@ -8,9 +8,8 @@ stage 2 "ws" (weakly supervised, 2000 steps at 5e-5 with a fresh Adam state, fro
 weights). The colon argument names the stages: ":2d+fs" (the fully supervised baseline), ":2d"
 (stage 1 alone), ":ws" or ":fs" (stage 2 alone, with `--config.init_from=STAGE1_WORKDIR`).
 The small HRNet with all resolutions to the head, 64 px crops. Measured on a 2-core CPU
-(BUILD_NOTES.md): the same stages as two runs took about 11 minutes and reached a held-out MPJPE
-of 183.4 mm (the 2D stage's flat depth: 245.9); this one-run form reached 186.2 mm (its time was
-measured only on a loaded machine).
+(BUILD_NOTES.md, session 8): 17.9 minutes alone, held-out MPJPE 186.2 mm, the same digits as
+the two runs of the code before the house (session 6's 183.4 mm came from earlier code).
 The 3D losses' gradient holds the root depth constant and leaves the 2D to L_H
 (objective.root_depth_gradient=False, losses_3d_move_2d=False; why: BUILD_NOTES.md).
 """
