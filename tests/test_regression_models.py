@@ -186,10 +186,12 @@ def test_cascade_with_a_zero_refiner_reproduces_stage_1(small):
   assert len(predictions) == 3 and all(p.shape == (4, J, 2) for p in predictions)
   np.testing.assert_array_equal(predictions[1], predictions[0])
   np.testing.assert_array_equal(predictions[2], predictions[0])
-  # Stage 1 alone, the same numbers.
+  # Stage 1 alone, the same numbers up to float32 rounding: the jitted cascade and the eager
+  # stage 1 are different programs (at XLA's -O0, tests/conftest.py, 5 of 136 coordinates near
+  # 23 px differed by up to 4.8e-5 px; a float32 ulp there is 1.9e-6).
   np.testing.assert_allclose(
       deeppose_cascade.stage1_predict(lambda x: _call(small, x), images, stage1_size=32),
-      predictions[0], rtol=1e-6)
+      predictions[0], rtol=0, atol=1e-4)
   # A refiner that is not zero moves the joints.
   refiner.fc3.bias[...] = jnp.full_like(refiner.fc3.bias[...], 0.25)
   moved = predict(small, refiner, images)
