@@ -11,9 +11,13 @@ import time
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 ROOT = pathlib.Path(__file__).parents[1]
 CONFIG = "tests/cli_config.py"  # the tiny run: 32 px, 2 steps of mode fs unless overridden
+# Runs of several JAX processes each: one such test at a time (README's --dist loadgroup), so
+# that they do not starve each other's collectives and heartbeats on a 2-core machine.
+ONE_AT_A_TIME = pytest.mark.xdist_group("subprocess_runs")
 TIMEOUT_S = 420  # all runs of a test together; a hung run fails the test instead of blocking it
 
 

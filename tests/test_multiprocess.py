@@ -6,13 +6,10 @@ import re
 import socket
 
 import numpy as np
-import pytest
 
-from tests.cli_runs import checkpoint, launch, wait_all
+from tests.cli_runs import ONE_AT_A_TIME, checkpoint, launch, wait_all
 
-# Runs of several JAX processes each: one such test at a time (README's --dist loadgroup), so
-# that they do not starve each other's collectives and heartbeats on a 2-core machine.
-pytestmark = pytest.mark.xdist_group("subprocess_runs")
+pytestmark = ONE_AT_A_TIME
 
 
 def _free_port() -> int:
@@ -69,5 +66,6 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_with_acheckpoint(tmp
   wait_all(runs, logs)
   stops = [re.findall(r"SIGTERM: saved step (\d+)", log.read_text()) for log in logs.values()]
   assert stops[0] == stops[1] and len(stops[0]) == 1, stops
+  # Signalled after step 2, so step 2 is the earliest step the two can agree on.
   assert 2 <= int(stops[0][0]) < 10
   assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == stops[0]

@@ -5,13 +5,10 @@ signal themselves at chosen steps (POSEJAX_SIGNAL_AT_STEP), so every step below 
 import signal
 
 import numpy as np
-import pytest
 
-from tests.cli_runs import checkpoint, launch, wait_all
+from tests.cli_runs import ONE_AT_A_TIME, checkpoint, launch, wait_all
 
-# Runs of several JAX processes each: one such test at a time (README's --dist loadgroup), so
-# that they do not starve each other's collectives and heartbeats on a 2-core machine.
-pytestmark = pytest.mark.xdist_group("subprocess_runs")
+pytestmark = ONE_AT_A_TIME
 
 STEPS = 20
 # Stage ws after 6 2D steps: the interruptions land in the second stage, whose optimiser,

@@ -31,7 +31,8 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.deeppose.update(sigma=1.0, stage1_size=64, refine_size=32, label_mask="in_crop",
                          visible_key="joints_2d_mask", mean_pose_samples=0)
   config.model.update(name="deeppose_small", dtype="float32", dropout=0.3)
-  config.data = common.synthetic_data(image_size=128, sizes=dict(train_2d=4000, validation=100, test=100))
+  config.data = common.synthetic_data(image_size=128,
+                                      sizes=dict(train_2d=4000, validation=100, test=100))
   config.batch.update(labeled=32, flip_probability=0.0, max_rotation_deg=30.0, scale_range=0.2)
   steps = config.stages.stage1.steps
   config.optim.update(name="adam", learning_rate=5e-4, decay_steps=(steps * 5 // 6,),

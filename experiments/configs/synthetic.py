@@ -26,7 +26,8 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config.stages = common.stages(common.stage_objectives(arg, "2d+ws"),
                                 steps={"2d": 2000, "fs": 2000, "ws": 2000},
                                 learning_rates={"fs": 5e-5, "ws": 5e-5})
-  config.data = common.synthetic_data(image_size=64, sizes=dict(train_2d=4000, train_multiview=1000, validation=200, test=2000))
+  config.data = common.synthetic_data(
+      image_size=64, sizes=dict(train_2d=4000, train_multiview=1000, validation=200, test=2000))
   # No mirroring: a mirrored image shows the white left limbs (the synthetic people's left/right
   # cue) on the right, which would teach the network that the cue means nothing.
   config.batch.update(labeled=32, multiview=8, num_views=4, flip_probability=0.0)
