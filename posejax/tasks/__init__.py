@@ -11,7 +11,8 @@ import importlib
 from posejax.tasks.base import Task
 
 TASKS: dict[str, type[Task]] = {}
-_BUILTIN = {"pose25d": "posejax.tasks.pose25d", "deeppose": "posejax.tasks.deeppose"}
+_BUILTIN = {"pose25d": "posejax.tasks.pose25d", "deeppose": "posejax.tasks.deeppose",
+            "pose_transformer": "posejax.tasks.pose_transformer"}
 
 
 def register(name: str):
