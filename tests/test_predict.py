@@ -30,6 +30,7 @@ def workdir(tmp_path_factory):
   config.data.update(image_size=SIZE, num_views=1, motion="procedural", workers=0,
                      occluder_probability=0.0)
   config.batch.update(labeled=8)
+  config.model.name = "hrnetv2_w4_minimal"  # only the plumbing is tested: the cheapest HRNet
   config.stages.stage1.steps = 1
   config.train.update(log_every=1, checkpoint_every=1)
   config.eval.update(samples=1, validation_samples=1)

@@ -26,6 +26,11 @@ BACKBONES = {
     # All four resolutions concatenated (120 channels) for the head: 8 channels were too few to
     # carry 17 heatmaps and 17 depth maps (BUILD_NOTES.md, issue 6). The synthetic default.
     "hrnetv2_w8_small": HRNetConfig(width=8, concat_branches=True, **_SMALL),
+    # The smallest HRNet with every structure (four branches, fusions, the concatenated head
+    # input): one block everywhere. For tests and smoke runs, where compiling is the cost.
+    "hrnetv2_w4_minimal": HRNetConfig(width=4, stem_channels=8, stage1_planes=4,
+                                      stage1_blocks=1, stage_modules=(1, 1, 1), stage_blocks=1,
+                                      concat_branches=True),
 }
 
 

@@ -6,20 +6,42 @@ best/ (the one with the best validation metric), eval.json and tensorboard/.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from flax import nnx
 from ml_collections import config_dict
+# The store orbax's default jax.Array handler keeps (no public alias in orbax 0.12).
+from orbax.checkpoint._src.metadata import array_metadata_store
 
 from posejax.tasks import get_task
+
+
+@functools.cache  # once per process
+def _save_replicated_arrays_whole_on_cpu():
+  """On CPU, orbax's default saves a replicated array in slices, one per device ("replica
+  parallel", meant for TPU hosts that each write a share): one eager slice op per device and
+  array. With 8 simulated devices that was ~6300 ops and 5 s per save of the tests' tiny HRNet
+  (BUILD_NOTES.md, session 9). On GPU orbax already saves whole arrays by default."""
+  if jax.default_backend() == "cpu" and jax.device_count() > 1:
+    handler = ocp.type_handlers.ArrayHandler(use_replica_parallel=False,
+                                             array_metadata_store=array_metadata_store.Store())
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # orbax warns of every override
+    try:
+      ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+    finally:
+      logging.set_verbosity(verbosity)
 
 
 def manager(directory: str, keep: int = 3,
             best_metric: str | None = None) -> ocp.CheckpointManager:
   """Keeps the `keep` latest checkpoints, or with `best_metric` the `keep` lowest ones."""
+  _save_replicated_arrays_whole_on_cpu()
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, best_mode="min",
       best_fn=(lambda scores: scores[best_metric]) if best_metric else None)
