@@ -19,7 +19,7 @@ from posejax.data.batching.sources import make_source
 from posejax.models.regression import SmallRegressor
 from posejax.skeleton import H36M
 from posejax.tasks import get_task
-from posejax.tasks.deeppose import DeepPose, displacements, objective
+from posejax.tasks.deeppose import DeepPose, displacements, evaluation, objective
 from posejax.train import checkpoints, loop
 from posejax.train import step as step_lib
 
@@ -82,6 +82,14 @@ def test_stage1_trains_checkpoints_and_reports_itself_beside_the_mean_pose(stage
   predictions = task.predict(model, sample["image"], sample["camera"])
   assert predictions["joints_2d_stages"].shape == (2, 1, J, 2)
   np.testing.assert_array_equal(predictions["joints_2d"], predictions["joints_2d_stages"][:, 0])
+
+
+def test_other_models_rows_follow_the_stages(stage1):
+  _, results = stage1
+  table = evaluation.format_results(dict(results, other_rows={"heatmap": results["baseline"]}))
+  assert _rows(table) == ["mean pose", "stage 1", "heatmap"]
+  lines = table.splitlines()
+  assert lines[-1][10:] == lines[2][10:]  # the row's cells, formatted as the others
 
 
 def test_stage2_computes_its_displacements_once_and_resumes_exactly(stage1, tmp_path, capsys):
@@ -286,6 +294,16 @@ def test_configs_load_for_every_stage(module, stage):
     assert task.create_model(nnx.Rngs(0)).image_size == task.settings.input_size
   with pytest.raises(ValueError, match="Unknown DeepPose stage 'x'"):
     module.get_config("x")
+
+
+def test_the_heatmap_baseline_sees_the_cascades_data_augmentation_and_batch():
+  heatmap, cascade = deeppose_synthetic.get_config("heatmap"), deeppose_synthetic.get_config("1")
+  assert heatmap.task == "pose25d"
+  assert [s.objective for s in loop.stages_of(heatmap)] == ["2d"]
+  assert heatmap.data.to_dict() == cascade.data.to_dict()  # the same held-out views
+  mine, theirs = get_task(heatmap).batch_spec("2d"), get_task(cascade).batch_spec("regress")
+  for field in ("labeled", "augment", "scale_range", "max_rotation_deg", "flip_probability"):
+    assert getattr(mine, field) == getattr(theirs, field), field
 
 
 def test_the_paper_recipe():

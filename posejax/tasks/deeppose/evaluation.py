@@ -179,8 +179,9 @@ def _cell(value: float | None, percent: bool = False) -> str:
 
 
 def format_results(results: dict, title: str = "held-out test") -> str:
-  """A table of `evaluate`: the mean pose, then one row per stage; errors in crop pixels, PDJ and
-  PCP in percent."""
+  """A table of `evaluate`: the mean pose, then one row per stage, then any rows of other
+  models on the same views (`results["other_rows"]`: {name: row}); errors in crop pixels, PDJ
+  and PCP in percent."""
   fractions = sorted(float(k[4:]) for k in results["baseline"]
                      if k.startswith("pdj_") and k.count("_") == 1)
   columns = (["error px", "visible", "hidden"] + [f"PDJ@{f:g}" for f in fractions]
@@ -189,8 +190,9 @@ def format_results(results: dict, title: str = "held-out test") -> str:
            f"{results['joints']} joints in the crop ({results['visible_joints']} visible, "
            f"{results['hidden_joints']} hidden); errors in crop pixels, PDJ and PCP@0.5 in %",
            f"{'':<10}" + "".join(f"{c:>10}" for c in columns)]
-  rows = [(BASELINE, results["baseline"])] + [
-      (f"stage {i + 1}", row) for i, row in enumerate(results["stages"])]
+  rows = ([(BASELINE, results["baseline"])]
+          + [(f"stage {i + 1}", row) for i, row in enumerate(results["stages"])]
+          + list(results.get("other_rows", {}).items()))
   for name, row in rows:
     cells = ([_cell(row["error_px"]), _cell(row["error_visible_px"]),
               _cell(row["error_hidden_px"])]
