@@ -29,7 +29,7 @@ from flax import nnx
 from posejax.data.batching.pipeline import BatchSpec
 from posejax.data.batching.sources import Source
 from posejax.evaluators.pose3d import sample_count
-from posejax.models.pose_transformer import create_pose_transformer
+from posejax.models.pose_transformer import MATCHINGS, create_pose_transformer
 from posejax.skeleton import H36M
 from posejax.tasks import register
 from posejax.tasks.base import Task
@@ -79,6 +79,8 @@ class PoseTransformerTask(Task):
                        f"reads name, dtype and {list(MODEL_FIELDS)}")
     self.settings = settings_of(config)
     self.matching = model.get("matching", "hungarian")
+    if self.matching not in MATCHINGS:
+      raise ValueError(f"model.matching must be one of {MATCHINGS}, got {self.matching!r}")
     self.settings.layer_tolerances(model.get("decoder_layers", 6))  # fails before any step
     if config.batch.get("max_rotation_deg", 0.0) != 0:
       raise ValueError(

@@ -1,0 +1,296 @@
+"""Task "pose_transformer" (posejax/tasks/pose_transformer) through the real loop, on a
+transformer over a two-branch HRNet smaller still than the minimal one of
+tests/test_pose_transformer.py (registered as a backbone for this module only: compiling the
+step dominates the cost) and tiny data (32-px crops): training, an exact resume, the evaluation
+and its table, predict; the loop's step on 8 devices as on 1 (Hungarian matching inside the
+sharded step); the force-aligned variant's loss; the evaluation's figures on hand-made
+predictions; the configs and their errors."""
+
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from flax import nnx
+
+from experiments.configs import pose_transformer_h36m, pose_transformer_synthetic
+from posejax.data.batching import pipeline
+from posejax.data.batching.sources import make_source
+from posejax.models import BACKBONES, HRNetConfig
+from posejax.models.pose_transformer import PoseTransformer
+from posejax.skeleton import H36M
+from posejax.tasks import get_task
+from posejax.tasks.pose_transformer import PoseTransformerTask, evaluation, objective
+from posejax.train import checkpoints, loop
+from posejax.train import optimizer as optim
+from posejax.train import step as step_lib
+
+J = H36M.num_joints
+MINIMAL = "two_branch_hrnet_for_tests"
+# Two branches (strides 4 and 8): two levels for the transformer.
+MINIMAL_HRNET = HRNetConfig(width=4, stem_channels=8, stage1_planes=4, stage1_blocks=1,
+                            stage_modules=(1,), stage_blocks=1, concat_branches=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def minimal_backbone():
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setitem(BACKBONES, MINIMAL, MINIMAL_HRNET)
+    yield
+
+
+def _config(matching="hungarian", steps=3, **train):
+  config = pose_transformer_synthetic.get_config(matching)
+  config.model.update(name=MINIMAL, d_model=16, num_heads=2, ffn_dim=32, encoder_layers=1,
+                      decoder_layers=2, num_queries=20, num_levels=2, dropout=0.0)
+  config.objective.tolerances = (0.1, 0.0)
+  config.data.update(image_size=32, num_views=2, motion="procedural", occluder_probability=0.0,
+                     workers=0, sizes=dict(train_2d=16, validation=2, test=2))
+  config.batch.labeled = 8  # one image per fake device (tests/conftest.py: 8 CPU devices)
+  config.stages.stage1.steps = steps
+  config.optim.decay_steps = ()
+  config.train.update(dict(dict(log_every=1, checkpoint_every=2, validate_every=0), **train))
+  config.eval.update(samples=2, validation_samples=2)
+  return config
+
+
+def _restored(workdir, step):
+  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
+  return manager.restore(step)
+
+
+def _numbers(x):
+  """An array's values; a PRNG key's (the dropout stream's state) as its integers."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    return np.asarray(jax.random.key_data(x))
+  return np.asarray(x)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A run of 4 steps straight, and one stopped after 2 then resumed to 4."""
+  root = tmp_path_factory.mktemp("pose_transformer")
+  straight, resumed = root / "straight", root / "resumed"
+  results = loop.train_and_evaluate(_config(steps=4), str(straight))
+  stopped = _config(steps=4)
+  stopped.train.steps = 2  # "killed" after 2 steps
+  loop.train_and_evaluate(stopped, str(resumed))
+  resumed_results = loop.train_and_evaluate(_config(steps=4), str(resumed))
+  return straight, resumed, results, resumed_results
+
+
+def test_trains_and_resumes_exactly(trained):
+  straight, resumed, results, resumed_results = trained
+  assert resumed_results == results
+  for key in ("params", "rest", "opt_state"):
+    for a, b in zip(jax.tree_util.tree_leaves(_restored(straight, 4)[key]),
+                    jax.tree_util.tree_leaves(_restored(resumed, 4)[key])):
+      np.testing.assert_array_equal(_numbers(a), _numbers(b))
+
+
+def test_evaluation_reports_every_layer_and_the_hidden_joints(trained):
+  _, _, results, _ = trained
+  assert results["views"] == 4  # 2 test samples x 2 views
+  for name in ("mpjpe", "n_mpjpe", "pa_mpjpe", "pck", "auc", "class_matches_oracle"):
+    assert np.isfinite(results[name])
+  assert len(results["mpjpe_per_layer"]) == len(results["oracle_mpjpe_per_layer"]) == 2
+  assert results["mpjpe"] == results["mpjpe_per_layer"][-1]
+  assert 0 <= results["class_matches_oracle"] <= 1
+  assert 0 < results["hidden_joints"] < 4 * J  # synthetic people hide some joints
+  assert results["mpjpe_hidden"] > 0 and results["mpjpe_visible"] > 0
+  table = get_task(_config()).format_results(results)
+  assert "MPJPE per decoder layer, oracle matching" in table and "hidden joints" in table
+
+
+def test_predict_returns_the_documented_shapes(trained):
+  straight = trained[0]
+  model, config = checkpoints.restore_model(str(straight))
+  task = get_task(config)
+  assert isinstance(task, PoseTransformerTask) and isinstance(model, PoseTransformer)
+  sample = make_source(config.data)("test", 0)
+  predictions = task.predict(model, sample["image"], sample["camera"])
+  shapes = {k: v.shape for k, v in predictions.items()}
+  assert shapes == dict(pose_3d=(2, J, 3), joint_scores=(2, J), scale_mm=(2,),
+                        pose_3d_mm=(2, J, 3), valid=(2,), pose_3d_layers=(2, 2, J, 3))
+  np.testing.assert_array_equal(predictions["pose_3d"], predictions["pose_3d_layers"][:, -1])
+  np.testing.assert_allclose(predictions["pose_3d_mm"],
+                             predictions["pose_3d"] * predictions["scale_mm"][:, None, None])
+
+
+# ------------------------------------------------------------------------ steps, on a batch
+
+
+def _step_setup(matching):
+  """(task, state, the loop's own train step, batch) of the objective on the first batch."""
+  config = _config(matching)
+  task = get_task(config)
+  (stage,) = loop.stages_of(config)
+  tx, schedule = optim.make_optimizer(stage.optim)
+  graphdef, state = step_lib.create_train_state(task.create_model(nnx.Rngs(config.seed)), tx)
+  step = step_lib.make_train_step(
+      graphdef, tx, task.loss_terms("matched"), config.loss_weights,
+      batch_keys=task.batch_keys("matched"), prepare=task.prepare_batch("matched"),
+      learning_rate=schedule)
+  batch = pipeline.make_batch(make_source(config.data), task.batch_spec("matched"), step=0)
+  return task, state, step, batch
+
+
+def _one_step_on(devices):
+  """(parameter update, metrics) of the loop's first step on `devices`."""
+  _, state, step, batch = _step_setup("hungarian")
+  before = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(state.params)])
+  mesh = step_lib.make_mesh(devices)
+  state = jax.device_put(state, step_lib.shardings(mesh)[0])
+  state, metrics = step_lib.jit_train_step(step, mesh)(state, step_lib.shard_batch(batch, mesh))
+  after = np.concatenate([np.ravel(x) for x in
+                          jax.tree_util.tree_leaves(jax.device_get(state.params))])
+  return after - before, {k: float(v) for k, v in metrics.items()}
+
+
+# The step of the loop itself (AdamW, clipping, the backbone's multiplier): on 8 devices it is
+# the program the runs above compiled. Summation order differs between 1 and 8 devices; the
+# losses agree to float noise, and Adam's first update, ~ lr x sign(gradient), to where that
+# noise can flip the sign of a near-zero gradient. The matching is a function of the costs
+# alone, so both meshes match alike.
+def test_eight_devices_train_like_one(trained):
+  del trained  # (its runs compiled the 8-device step)
+  assert jax.device_count() == 8
+  (single, single_metrics), (eight, eight_metrics) = (
+      _one_step_on(devices) for devices in (jax.devices()[:1], jax.devices()))
+  for term in ("loss", "class", "coord"):
+    assert eight_metrics[term] == pytest.approx(single_metrics[term], rel=1e-5)
+  assert np.linalg.norm(eight - single) / np.linalg.norm(single) < 1e-3
+
+
+def test_the_force_aligned_variant_trains_coordinates_only():
+  task, state, step, batch = _step_setup("fixed")
+  assert task.matching == "fixed"
+  metrics = jax.eval_shape(step, state, batch)[1]  # abstractly: nothing compiles
+  assert "coord" in metrics and "class" not in metrics
+  assert state.params["decoder"]["query_pos"][...].shape == (J, 16)
+
+
+# -------------------------------------------------------------------------------- the maths
+
+
+def test_fixed_terms_equal_the_l1_of_query_j_to_joint_j():
+  rng = np.random.default_rng(0)
+  coords = rng.normal(size=(2, 3, J, 3)).astype(np.float32)  # [L, B, N = J, 3]
+  logits = rng.normal(size=(2, 3, J, J + 1)).astype(np.float32)
+  target = rng.normal(size=(3, J, 3)).astype(np.float32)
+  settings = objective.Settings(tolerances=(0.5, 0.0), layer_gamma=0.5)
+  terms = objective.matched_terms(logits, coords, target, np.ones((3, J), bool), settings,
+                                  "fixed")
+  l1 = np.abs(coords - target).sum(-1)  # [L, B, J]
+  expected = 0.5 * np.maximum(l1[0] - 0.5, 0).mean() + l1[1].mean()
+  assert set(terms) == {"coord"}
+  np.testing.assert_allclose(terms["coord"], expected, rtol=1e-5)
+
+
+def test_the_matched_loss_is_zero_for_perfect_candidates_among_distractors():
+  """Layer-by-layer Hungarian matching finds the J right candidates wherever they sit."""
+  rng = np.random.default_rng(1)
+  target = rng.normal(size=(2, J, 3)).astype(np.float32)
+  coords = rng.normal(size=(1, 2, 30, 3)).astype(np.float32) + 10
+  queries = np.stack([rng.permutation(30)[:J] for _ in range(2)])
+  coords[0, np.arange(2)[:, None], queries] = target
+  logits = np.full((1, 2, 30, J + 1), -30.0, np.float32)
+  logits[..., J] = 30.0  # background everywhere...
+  logits[0, np.arange(2)[:, None], queries, np.arange(J)] = 30.0  # ...but on the joints
+  logits[0, np.arange(2)[:, None], queries, J] = -30.0
+  terms = objective.matched_terms(logits, coords, target, np.ones((2, J), bool),
+                                  objective.Settings(), "hungarian")
+  assert float(terms["coord"]) == 0.0 and float(terms["class"]) < 1e-6
+
+
+def _pose_with_mean_bones(rng):
+  """A random pose [J, 3] (mm), 4 m in front of the camera, whose bones have the skeleton's mean
+  lengths: `geometry.estimate_scale` recovers its scale exactly."""
+  length = {child: mm for (child, _), mm in zip(H36M.bones, H36M.mean_bone_lengths_mm)}
+  pose = {H36M.root: np.array([0.0, 0.0, 4000.0])}
+  while len(pose) < J:
+    for joint, parent in H36M.bones:
+      if parent in pose and joint not in pose:
+        direction = rng.normal(size=3)
+        pose[joint] = pose[parent] + length[joint] * direction / np.linalg.norm(direction)
+  return np.stack([pose[j] for j in range(J)]).astype(np.float32)
+
+
+def test_evaluation_of_hand_made_predictions():
+  """Query j is joint j, exactly, in both views. In view 1 a distractor is surer of the left
+  wrist (hidden there) than query j: the class read-out takes it, the oracle does not. The
+  distractor is the wrist turned 90 degrees about the elbow: the bone keeps its length, so the
+  scale estimate and the other joints stay exact and the wrist is off by sqrt(2) x its bone."""
+  rng = np.random.default_rng(2)
+  wrist, elbow = H36M.index("left_wrist"), H36M.index("left_elbow")
+  truth = np.stack([_pose_with_mean_bones(rng) for _ in range(2)])
+  target = np.asarray(objective.target_pose(truth, H36M))
+  coords = rng.normal(size=(1, 2, 20, 3)).astype(np.float32) + 5  # [L = 1, V, N, 3]
+  coords[0, :, :J] = target
+  bone = target[1, wrist] - target[1, elbow]
+  turn = np.cross(bone, [0.0, 0.0, 1.0])
+  coords[0, 1, 19] = target[1, elbow] + np.linalg.norm(bone) * turn / np.linalg.norm(turn)
+  logits = np.zeros((1, 2, 20, J + 1), np.float32)
+  logits[..., J] = 5.0  # background...
+  for joint in range(J):  # ...but query j is joint j (probability 0.9)
+    logits[0, :, joint, joint], logits[0, :, joint, J] = 5.0, 0.0
+  logits[0, 1, 19, wrist], logits[0, 1, 19, J] = 10.0, 0.0  # probability 0.999
+  visible = np.ones((2, J), bool)
+  visible[1, wrist] = False
+  sample = dict(image=np.zeros((2, 8, 8, 3), np.uint8), joints_3d=truth,
+                joints_2d_mask=visible, view_mask=np.ones(2, bool))
+  results = evaluation.evaluate(lambda images: (logits, coords), lambda stream, i: sample,
+                                stream="test", count=1, settings=objective.Settings(),
+                                model_matching="hungarian", skeleton=H36M)
+  assert results["views"] == 2 and results["hidden_joints"] == 1
+  assert results["class_matches_oracle"] == pytest.approx((2 * J - 1) / (2 * J))
+  assert results["oracle_mpjpe_per_layer"][0] == pytest.approx(0.0, abs=0.01)
+  wrist_error = np.sqrt(2) * H36M.mean_bone_lengths_mm[wrist - 1]  # bones: joints 1..J-1
+  assert results["mpjpe_hidden"] == pytest.approx(wrist_error, rel=1e-4)
+  assert results["mpjpe_visible"] == pytest.approx(0.0, abs=0.01)
+  assert results["mpjpe_per_layer"] == [results["mpjpe"]]
+  assert results["mpjpe"] == pytest.approx(wrist_error / (2 * J), rel=1e-4)
+  assert evaluation.pooled_mpjpe(truth, truth, np.zeros((2, J), bool)) is None
+
+
+# ---------------------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("module", [pose_transformer_synthetic, pose_transformer_h36m])
+@pytest.mark.parametrize("matching", ["hungarian", "fixed"])
+def test_configs_load(module, matching):
+  config = module.get_config(matching)
+  task = get_task(config)
+  (only,) = loop.stages_of(config)
+  assert only.objective == "matched" and task.matching == matching
+  spec = task.batch_spec("matched")
+  assert spec.multiview == 0 and spec.max_rotation_deg == 0 and "joints_3d" in spec.labeled_keys
+  assert {"class", "coord"} <= set(config.loss_weights)
+  assert config.optim.name == "adamw" and config.optim.multipliers.backbone == 0.1
+  assert len(config.objective.tolerances) == config.model.decoder_layers
+  task.loss_terms("matched")
+  if module is pose_transformer_synthetic:  # abstractly: nothing compiles
+    model = nnx.eval_shape(lambda: task.create_model(nnx.Rngs(0)))
+    assert model.num_queries == (100 if matching == "hungarian" else J)
+
+
+def test_bad_config_values_are_clear_errors():
+  with pytest.raises(ValueError, match="Unknown queries 'greedy' after the colon"):
+    pose_transformer_synthetic.get_config("greedy")
+  cases = [
+      (lambda c: c.model.update(matching="greedy"), "model.matching must be one of"),
+      (lambda c: c.model.update(layers=3), r"Unknown model field\(s\) \['layers'\]"),
+      (lambda c: c.objective.update(gamma=0.5), r"Unknown objective field\(s\) \['gamma'\]"),
+      (lambda c: c.objective.update(solver="auction"), "objective.solver must be one of"),
+      (lambda c: c.objective.update(tolerances=(0.1,)),
+       r"objective.tolerances has 1 values for 2 decoder layers"),
+      (lambda c: c.batch.update(max_rotation_deg=30.0), "batch.max_rotation_deg must be 0"),
+  ]
+  for change, message in cases:
+    config = _config()
+    change(config)
+    with pytest.raises(ValueError, match=message):
+      get_task(config)
+  with pytest.raises(ValueError, match="has no objective 'fs'"):
+    get_task(_config()).batch_spec("fs")
