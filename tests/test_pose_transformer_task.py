@@ -26,6 +26,9 @@ from posejax.train import checkpoints, loop
 from posejax.train import optimizer as optim
 from posejax.train import step as step_lib
 
+# One xdist worker for the module: its trained-workdir fixture is then built once, not twice.
+pytestmark = pytest.mark.xdist_group("pose_transformer_task")
+
 J = H36M.num_joints
 MINIMAL = "two_branch_hrnet_for_tests"
 # Two branches (strides 4 and 8): two levels for the transformer.
