@@ -4,12 +4,10 @@ stage 1, the displacement statistics computed once and read on resume, an exact 
 evaluation table (a row per stage and the mean pose), the loss falling on a fixed batch, the
 refiner's step on 8 devices as on 1, the masks, the box randomness and the configs."""
 
-import os
 
 import jax
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
@@ -22,6 +20,7 @@ from posejax.tasks import get_task
 from posejax.tasks.deeppose import DeepPose, displacements, evaluation, objective
 from posejax.train import checkpoints, loop
 from posejax.train import step as step_lib
+from tests.checkpoints_read import numbers, restored
 
 J = H36M.num_joints
 
@@ -41,16 +40,6 @@ def _config(stage, previous="", steps=3, **train):
   return config
 
 
-def _restored(workdir, step):
-  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
-  return manager.restore(step)
-
-
-def _numbers(x):
-  """An array's values; a PRNG key's (the dropout stream's state) as its integers."""
-  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-    return np.asarray(jax.random.key_data(x))
-  return np.asarray(x)
 
 
 def _rows(table: str) -> list[str]:
@@ -106,13 +95,13 @@ def test_stage2_computes_its_displacements_once_and_resumes_exactly(stage1, tmp_
   out = capsys.readouterr().out
   assert f"displacements: read {stats_path}" in out and "predicts" not in out
   assert stats_path.stat().st_mtime_ns == written
-  straight_state, resumed_state = _restored(straight, 4), _restored(resumed, 4)
+  straight_state, resumed_state = restored(straight, 4), restored(resumed, 4)
   for key in ("params", "rest", "opt_state", "frozen"):
     for a, b in zip(jax.tree_util.tree_leaves(straight_state[key]),
                     jax.tree_util.tree_leaves(resumed_state[key])):
-      np.testing.assert_array_equal(_numbers(a), _numbers(b))
+      np.testing.assert_array_equal(numbers(a), numbers(b))
   # The frozen model is stage 1 as its run ended, never updated.
-  stage1_params = _restored(previous, 3)["params"]
+  stage1_params = restored(previous, 3)["params"]
   frozen = straight_state["frozen"]["stages"]["0"]
   for layer, weights in stage1_params.items():
     for name, value in weights.items():

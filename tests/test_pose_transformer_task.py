@@ -6,11 +6,9 @@ and its table, predict; the loop's step on 8 devices as on 1 (Hungarian matching
 sharded step); the force-aligned variant's loss; the evaluation's figures on hand-made
 predictions; the configs and their errors."""
 
-import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
@@ -25,6 +23,7 @@ from posejax.tasks.pose_transformer import PoseTransformerTask, evaluation, obje
 from posejax.train import checkpoints, loop
 from posejax.train import optimizer as optim
 from posejax.train import step as step_lib
+from tests.checkpoints_read import numbers, restored
 
 # One xdist worker for the module: its trained-workdir fixture is then built once, not twice.
 pytestmark = pytest.mark.xdist_group("pose_transformer_task")
@@ -58,16 +57,6 @@ def _config(matching="hungarian", steps=3, **train):
   return config
 
 
-def _restored(workdir, step):
-  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
-  return manager.restore(step)
-
-
-def _numbers(x):
-  """An array's values; a PRNG key's (the dropout stream's state) as its integers."""
-  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-    return np.asarray(jax.random.key_data(x))
-  return np.asarray(x)
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +76,9 @@ def test_trains_and_resumes_exactly(trained):
   straight, resumed, results, resumed_results = trained
   assert resumed_results == results
   for key in ("params", "rest", "opt_state"):
-    for a, b in zip(jax.tree_util.tree_leaves(_restored(straight, 4)[key]),
-                    jax.tree_util.tree_leaves(_restored(resumed, 4)[key])):
-      np.testing.assert_array_equal(_numbers(a), _numbers(b))
+    for a, b in zip(jax.tree_util.tree_leaves(restored(straight, 4)[key]),
+                    jax.tree_util.tree_leaves(restored(resumed, 4)[key])):
+      np.testing.assert_array_equal(numbers(a), numbers(b))
 
 
 def test_evaluation_reports_every_layer_and_the_hidden_joints(trained):

@@ -19,6 +19,7 @@ from posejax.data.batching.sources import make_source
 from posejax.evaluators import pose3d
 from posejax.tasks import get_task
 from posejax.train import checkpoints, loop
+from tests.checkpoints_read import restored
 
 
 def tiny_config(stages, stage_steps, **train):
@@ -57,7 +58,7 @@ def test_interrupted_and_resumed_training_equals_straight_training(tmp_path, cap
   assert f"resumed from step 3 in {resumed / 'checkpoints'} (stage stage2)" in out
   assert re.findall(r"step (\d+)/4", out) == ["4"]  # only the remaining step ran
   assert final_params(straight)[0] == final_params(resumed)[0] == 4
-  a, b = _restored(straight, 4), _restored(resumed, 4)
+  a, b = restored(straight, 4), restored(resumed, 4)
   for key in ("params", "rest", "opt_state"):
     np.testing.assert_array_equal(_flat(a[key]), _flat(b[key]))
   assert results["views"] == 2 and np.isfinite(results["mpjpe"])
@@ -67,10 +68,6 @@ def test_interrupted_and_resumed_training_equals_straight_training(tmp_path, cap
   with pytest.raises(FileNotFoundError, match="train first"):
     loop.evaluate_workdir(tiny_config("2d", 4), str(tmp_path / "untrained"))
 
-
-def _restored(workdir, step):
-  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
-  return manager.restore(step)
 
 
 def _flat(tree):
@@ -86,7 +83,7 @@ def test_stage_two_starts_from_stage_one_weights_with_a_fresh_optimiser(tmp_path
   config.stages.stage1.optim.learning_rate = 0.0  # the weights stay where stage 1 left them
   loop.train_and_evaluate(config, str(tmp_path / "stage2"))
   assert f"initialised from {tmp_path / 'stage1'} (step 2)" in capsys.readouterr().out
-  first, second = _restored(tmp_path / "stage1", 2), _restored(tmp_path / "stage2", 1)
+  first, second = restored(tmp_path / "stage1", 2), restored(tmp_path / "stage2", 1)
   np.testing.assert_array_equal(_flat(second["params"]), _flat(first["params"]))
   # BatchNorm statistics moved one momentum step from stage 1's, far less than from a fresh
   # model's (the one stage 2 would have had without init_from).
