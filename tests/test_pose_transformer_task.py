@@ -9,10 +9,12 @@ predictions; the configs and their errors."""
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
 from experiments.configs import pose_transformer_h36m, pose_transformer_synthetic
+from experiments.configs import synthetic as synthetic_config
 from posejax.data.batching import pipeline
 from posejax.data.batching.sources import make_source
 from posejax.models import BACKBONES, HRNetConfig
@@ -153,6 +155,34 @@ def test_eight_devices_train_like_one(trained):
   for term in ("loss", "class", "coord"):
     assert eight_metrics[term] == pytest.approx(single_metrics[term], rel=1e-5)
   assert np.linalg.norm(eight - single) / np.linalg.norm(single) < 1e-3
+
+
+def _values(tree) -> np.ndarray:
+  return np.concatenate([numbers(x).ravel() for x in jax.tree_util.tree_leaves(tree)])
+
+
+def test_the_backbone_alone_starts_from_a_2d_models_checkpoint(tmp_path):
+  # A PoseNet (task pose25d) on the same backbone stands for the 2D stage's run.
+  posenet_config = synthetic_config.get_config("2d")
+  posenet_config.model.name = MINIMAL
+  posenet = get_task(posenet_config).create_model(nnx.Rngs(1))
+  _, posenet_params, posenet_rest = nnx.split(posenet, nnx.Param, ...)
+  posenet_rest = jax.tree_util.tree_map(lambda x: x + 1.0, posenet_rest)  # not fresh statistics
+  manager = checkpoints.manager(str(tmp_path / "checkpoints"))
+  manager.save(7, args=ocp.args.StandardSave({"params": posenet_params, "rest": posenet_rest}))
+  manager.wait_until_finished()
+  manager = checkpoints.manager(str(tmp_path / "checkpoints"))  # a reader, as the loop's
+
+  _, params, rest = nnx.split(get_task(_config()).create_model(nnx.Rngs(0)), nnx.Param, ...)
+  new_params, new_rest = checkpoints.restore_weights(manager, params, rest, part="backbone")
+  for new, old in ((new_params, posenet_params), (new_rest, posenet_rest)):
+    np.testing.assert_array_equal(_values(new["backbone"]), _values(old["backbone"]))
+  for new, before in ((new_params, params), (new_rest, rest)):
+    assert sorted(new) == sorted(before)
+    for name in set(before) - {"backbone"}:
+      np.testing.assert_array_equal(_values(new[name]), _values(before[name]))
+  with pytest.raises(ValueError, match="no submodule 'trunk'.*'backbone'"):
+    checkpoints.restore_weights(manager, params, rest, part="trunk")
 
 
 def test_the_force_aligned_variant_trains_coordinates_only():

@@ -82,7 +82,7 @@ def test_stage_two_starts_from_stage_one_weights_with_a_fresh_optimiser(tmp_path
   config.init_from = str(tmp_path / "stage1")
   config.stages.stage1.optim.learning_rate = 0.0  # the weights stay where stage 1 left them
   loop.train_and_evaluate(config, str(tmp_path / "stage2"))
-  assert f"initialised from {tmp_path / 'stage1'} (step 2)" in capsys.readouterr().out
+  assert f"initialised the model from {tmp_path / 'stage1'} (step 2)" in capsys.readouterr().out
   first, second = restored(tmp_path / "stage1", 2), restored(tmp_path / "stage2", 1)
   np.testing.assert_array_equal(_flat(second["params"]), _flat(first["params"]))
   # BatchNorm statistics moved one momentum step from stage 1's, far less than from a fresh

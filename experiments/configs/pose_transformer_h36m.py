@@ -40,7 +40,11 @@ def recipe(arg: str | None = None) -> config_dict.ConfigDict:
   config = config_dict.ConfigDict()
   config.task = "pose_transformer"
   config.seed = 0
-  config.init_from = ""  # a pose_transformer workdir whose weights the first stage starts from
+  config.init_from = ""  # a workdir whose weights the first stage starts from
+  # "" (the whole model, from a pose_transformer workdir) or "backbone" (the HRNet alone, from
+  # any task's workdir with the same backbone: a PoseNet's 2D stage, as DETR starts from a
+  # pretrained backbone).
+  config.init_from_part = ""
   config.stages = common.stages(["matched"], steps={"matched": 60_000}, learning_rates={})
   config.model = config_dict.ConfigDict(dict(
       name="hrnet_w32", dtype="bfloat16", d_model=256, num_heads=8, ffn_dim=1024,

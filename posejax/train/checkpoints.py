@@ -67,11 +67,26 @@ def restore(checkpoints: ocp.CheckpointManager, state, step: int | None = None):
 
 
 def restore_weights(checkpoints: ocp.CheckpointManager, params, rest,
-                    step: int | None = None) -> tuple[nnx.State, nnx.State]:
+                    step: int | None = None, part: str = "") -> tuple[nnx.State, nnx.State]:
   """(params, rest) alone of a checkpoint, shaped like those given: a model to evaluate, or
-  the start of a run from another run's weights (whose optimiser may differ)."""
-  weights = _restore(checkpoints, {"params": params, "rest": rest}, step, partial=True)
-  return weights["params"], weights["rest"]
+  the start of a run from another run's weights (whose optimiser may differ).
+
+  `part`, the attribute name of a submodule (e.g. "backbone"): that submodule's weights alone
+  are read, the rest of `params` and `rest` kept as given; the checkpoint may then be of
+  another task's model holding the same submodule (a pose transformer's backbone from a
+  PoseNet's 2D stage)."""
+  if not part:
+    weights = _restore(checkpoints, {"params": params, "rest": rest}, step, partial=True)
+    return weights["params"], weights["rest"]
+  if part not in params:
+    raise ValueError(f"The model has no submodule {part!r} to initialise; its top-level "
+                     f"parts: {sorted(params)}")
+  given = {"params": params, "rest": rest}
+  target = {name: {part: tree[part]} for name, tree in given.items() if part in tree}
+  weights = _restore(checkpoints, target, step, partial=True)
+  for name, tree in weights.items():
+    given[name] = nnx.State({**given[name], part: tree[part]})
+  return given["params"], given["rest"]
 
 
 def save_config(config, workdir: str):

@@ -9,7 +9,7 @@ so stage 2 of one run is exactly stage 2 of a separate run started from stage 1'
 
 Resumes automatically from the latest checkpoint in `workdir`, in whichever stage it was;
 otherwise, with `config.init_from` set to another workdir, the first stage starts from its
-weights. Checkpoints: every `train.checkpoint_every` steps, at the end of every stage, and on
+weights (with `config.init_from_part`, a submodule's alone: "backbone"). Checkpoints: every `train.checkpoint_every` steps, at the end of every stage, and on
 SIGTERM (preemption). A NaN or Inf stops the run before anything is saved, so the last good
 checkpoint stays intact. Each process feeds its own shard of every global batch.
 
@@ -122,9 +122,11 @@ def _initial_state(config, manager, state, stages: list[Stage]):
     previous = checkpoints.manager(directory)
     if previous.latest_step() is None:
       raise FileNotFoundError(f"init_from={config.init_from!r} holds no checkpoint")
-    params, rest = checkpoints.restore_weights(previous, state.params, state.rest)
+    part = config.get("init_from_part", "")
+    params, rest = checkpoints.restore_weights(previous, state.params, state.rest, part=part)
     state = state.replace(params=params, rest=rest)
-    print(f"initialised from {config.init_from} (step {previous.latest_step()})", flush=True)
+    print(f"initialised {part or 'the model'} from {config.init_from} "
+          f"(step {previous.latest_step()})", flush=True)
   return state
 
 
