@@ -1,20 +1,32 @@
-"""Predict 3D poses on your images: `python -m experiments.predict --workdir=DIR IMAGE...`.
+"""Predict poses on your images: `python -m experiments.predict --workdir=DIR IMAGE...`.
 
     python -m experiments.predict --workdir=/tmp/ws photo.jpg [--box=x0,y0,x1,y1]
         [--focal_length=PX] [--margin=1.25] [--out=DIR]
 
-For each IMAGE (jpg, png, anything Pillow reads; EXIF orientation applied, so pixels are as
-displayed) it writes, next to the image or into --out:
+The workdir's task (its config.json's `task`) and latest checkpoint make the prediction
+(`Task.predict`). For each IMAGE (jpg, png, anything Pillow reads; EXIF orientation applied, so
+pixels are as displayed) it writes, next to the image or into --out:
 
-- IMAGE_STEM.pose.json: joint_names; joints_2d (the whole image's pixels, pixel centres at
-  integers) and joints_2d_crop (the network's crop); joints_25d (x, y in crop pixels, relative
-  depth z^r scale-normalised, positive = farther than the pelvis); confidence; root_depth
-  (scale-normalised) and root_depth_mm; scale_mm; pose_3d_mm (camera frame, x right, y down,
-  z forward, metric size from the mean bone lengths) and pose_3d_normalised (thorax-pelvis = 1);
-  valid (False: the reconstruction failed, e.g. thorax and pelvis on one pixel); and the camera
-  used (intrinsics, crop box, crop matrix, crop camera K = crop_matrix @ intrinsics).
-- IMAGE_STEM.pose.png: the 2D skeleton on the image beside the 3D pose from the front and the
-  side (joints with confidence below 0.5 hollow).
+- IMAGE_STEM.pose.json: joint_names, the image's size and the camera used (intrinsics, crop box,
+  crop matrix, crop camera K = crop_matrix @ intrinsics), and what the task predicts. 2D joints
+  are given twice: in the whole image's pixels (pixel centres at integers) and in the
+  network's crop (the key + "_crop"); 3D poses "_normalised" are scale-normalised
+  (thorax-pelvis = 1), "_mm" in millimetres, metric size from the mean bone lengths.
+  - pose25d (PoseNet): joints_2d, joints_2d_crop; joints_25d (x, y in crop pixels, relative
+    depth z^r scale-normalised, positive = farther than the pelvis); confidence; root_depth
+    (scale-normalised) and root_depth_mm; scale_mm; pose_3d_mm (camera frame, x right, y
+    down, z forward) and pose_3d_normalised; valid (False: the reconstruction failed, e.g.
+    thorax and pelvis on one pixel).
+  - deeppose: joints_2d, joints_2d_crop (the last stage of the cascade) and
+    joints_2d_stages, joints_2d_stages_crop (every stage, in cascade order). 2D only.
+  - pose_transformer: joint_scores (each joint's class probability); scale_mm; pose_3d_mm and
+    pose_3d_normalised (root-relative: the pelvis at 0, camera axes); pose_3d_layers_normalised
+    (every decoder layer's pose, the last = pose_3d_normalised); valid (a usable scale). 3D
+    only.
+- IMAGE_STEM.pose.png: the image with the 2D skeleton (DeepPose: one panel per stage, the last
+  titled "(final)"; the pose transformer: the image alone) beside the 3D pose from the front
+  and the side where the task predicts 3D; joints with confidence (class score) below 0.5
+  hollow.
 
 The person should fill the crop as in training: --box is the person's box in image pixels; the
 crop is the square around its centre, --margin times its longer side. Without --box the crop
@@ -36,8 +48,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from posejax import viz
 from posejax.data.real import crop
-from posejax.models.inference import predict_metric
 from experiments import cli
+from posejax.tasks import Task, get_task
 from posejax.train.checkpoints import restore_model
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (its config.json and "
@@ -49,8 +61,6 @@ _FOCAL_LENGTH = flags.DEFINE_float("focal_length", None, "Focal length in pixels
 _MARGIN = flags.DEFINE_float("margin", 1.25, "Crop side = margin x the --box's longer side.")
 _OUT = flags.DEFINE_string("out", None, "Directory for the .pose.json and .pose.png files "
                            "(default: next to each image).")
-
-CONFIDENT = 0.5  # joints below are drawn hollow
 
 
 def parse_box(text: str) -> np.ndarray:
@@ -130,44 +140,88 @@ def output_stems(image_paths, out: str | None) -> list[str]:
   return stems
 
 
-def predict_image(model, image_size: int, image, *, box=None, focal_length=None,
-                  margin: float = 1.25) -> tuple[dict, np.ndarray]:
+# The keys of `Task.predict` this program knows: written to the JSON by `prediction_fields`,
+# or left out on purpose (PoseNet's maps: pictures, not numbers for a JSON).
+WRITTEN_KEYS = ("joints_2d", "joints_2d_stages", "rel_depth", "confidence", "joint_scores",
+                "root_depth", "scale_mm", "pose_3d_mm", "pose_3d", "pose_3d_layers", "valid")
+LEFT_OUT_KEYS = ("heatmaps", "depthmaps", "probabilities")
+
+
+def check_prediction(task: Task, prediction: dict):
+  """Raises ValueError where `prediction` (a `task.predict` result) has a key this program does
+  not know, or nothing to draw (neither 2D joints nor a metric 3D pose): a JSON silently
+  missing part of the prediction would be worse."""
+  name = type(task).__name__
+  unknown = sorted(set(prediction) - set(WRITTEN_KEYS) - set(LEFT_OUT_KEYS))
+  if unknown:
+    raise ValueError(f"Task {name} predicts {unknown}, which experiments.predict does not know "
+                     f"how to write; it knows {list(WRITTEN_KEYS)}")
+  if "joints_2d" not in prediction and "pose_3d_mm" not in prediction:
+    raise ValueError(f"Task {name}'s prediction has neither joints_2d nor pose_3d_mm (it has "
+                     f"{sorted(prediction)}): nothing to write")
+
+
+def prediction_fields(prediction: dict, crop_to_image: np.ndarray) -> dict:
+  """The JSON fields of one crop's prediction (the module docstring; keys the task does not
+  predict are left out), 2D joints mapped by `crop_to_image` [3, 3] to the image's pixels."""
+  p, fields = prediction, {}
+  for key in ("joints_2d", "joints_2d_stages"):
+    if key in p:
+      fields[key] = _listed(crop.transform_points(crop_to_image, p[key]))
+      fields[key + "_crop"] = _listed(p[key])
+  if "rel_depth" in p:
+    fields["joints_25d"] = _listed(np.concatenate([p["joints_2d"], p["rel_depth"][:, None]], -1))
+  for key in ("confidence", "joint_scores", "root_depth"):
+    if key in p:
+      fields[key] = _listed(p[key])
+  if "root_depth" in p:
+    fields["root_depth_mm"] = _listed(p["root_depth"] * p["scale_mm"])
+  for key in ("scale_mm", "pose_3d_mm"):
+    if key in p:
+      fields[key] = _listed(p[key])
+  for key in ("pose_3d", "pose_3d_layers"):  # scale-normalised: said in the name
+    if key in p:
+      fields[key + "_normalised"] = _listed(p[key])
+  if "valid" in p:
+    fields["valid"] = bool(p["valid"])
+  return fields
+
+
+def predict_image(task: Task, model, image_size: int, image, *, box=None, focal_length=None,
+                  margin: float = 1.25) -> tuple[dict, np.ndarray | None]:
   """One image's prediction as the JSON-ready dict of the module docstring (without the
-  image and workdir paths), and the confident-joint mask [J] for the picture.
+  image and workdir paths), and the confident-joint mask [J] for the picture (None where the
+  task gives no confidence).
 
   Args:
-    model: a PoseNet in eval mode.
+    task: the workdir's task (`posejax.tasks.get_task`), whose `predict` is used.
+    model: its model in eval mode.
     image_size: the side of the crops the model was trained on.
     image: [H, W, 3] uint8.
     box: [4] person box x0, y0, x1, y1 (pixels) or None for the whole image.
     focal_length: pixels, or None for the default max(H, W).
     margin: crop side / the box's longer side.
+
+  Raises:
+    ValueError: the task's prediction is not one this program can write (`check_prediction`).
   """
   height, width = image.shape[:2]
   intrinsics = default_intrinsics(height, width, focal_length)
   centre, side = crop_box(height, width, box, margin)
   matrix = crop.crop_matrix(centre, side, image_size)
   pixels, camera = crop.crop_view(image, intrinsics, centre, side, image_size)
-  p = {k: v[0] for k, v in predict_metric(model, pixels[None], camera[None]).items()}
+  p = {k: v[0] for k, v in task.predict(model, pixels[None], camera[None]).items()}
+  check_prediction(task, p)
   result = dict(
       image_height=height, image_width=width,
-      joint_names=list(model.skeleton.joint_names),
-      joints_2d=_listed(crop.transform_points(np.linalg.inv(matrix), p["joints_2d"])),
-      joints_2d_crop=_listed(p["joints_2d"]),
-      joints_25d=_listed(np.concatenate([p["joints_2d"], p["rel_depth"][:, None]], -1)),
-      confidence=_listed(p["confidence"]),
-      root_depth=_listed(p["root_depth"]),
-      root_depth_mm=_listed(p["root_depth"] * p["scale_mm"]),
-      scale_mm=_listed(p["scale_mm"]),
-      pose_3d_mm=_listed(p["pose_3d_mm"]),
-      pose_3d_normalised=_listed(p["pose_3d"]),
-      valid=bool(p["valid"]),
+      joint_names=list(task.skeleton.joint_names),
+      **prediction_fields(p, np.linalg.inv(matrix)),
       camera=dict(intrinsics=intrinsics.tolist(), focal_length=intrinsics[0, 0],
                   focal_length_given=focal_length is not None,
                   crop_centre=centre.tolist(), crop_side=side, crop_size=image_size,
                   crop_matrix=matrix.tolist(), crop_camera=_listed(camera)),
   )
-  return result, p["confidence"] >= CONFIDENT
+  return result, viz.confident_joints(p)
 
 
 def predict_files(workdir: str, image_paths, *, box=None, focal_length=None,
@@ -186,19 +240,22 @@ def predict_files(workdir: str, image_paths, *, box=None, focal_length=None,
   images = [load_image(path) for path in image_paths]
   stems = output_stems(image_paths, out)
   model, config = restore_model(workdir)
+  task = get_task(config)
   if out:
     os.makedirs(out, exist_ok=True)
   for path, image, stem in zip(image_paths, images, stems):
-    result, confident = predict_image(model, config.data.image_size, image, box=box,
+    result, confident = predict_image(task, model, config.data.image_size, image, box=box,
                                       focal_length=focal_length, margin=margin)
     result = dict(image=os.path.abspath(path), workdir=os.path.abspath(workdir), **result)
     with open(stem + ".json", "w") as f:
       f.write(_json_text(result) + "\n")
-    viz.prediction_picture(image, result["joints_2d"], result["pose_3d_mm"],
-                           joint_mask=confident, valid=result["valid"],
-                           skeleton=model.skeleton).save(stem + ".png")
-    print(f"{path}: {stem}.json, {stem}.png"
-          + ("" if result["valid"] else "  (invalid reconstruction)"), flush=True)
+    valid = result.get("valid", True)  # a 2D-only task reconstructs nothing
+    # The result's 2D joints are the image's pixels, as the picture draws them on the image.
+    viz.prediction_picture(image, viz.joints_to_draw(result), result.get("pose_3d_mm"),
+                           joint_mask=confident, valid=valid,
+                           skeleton=task.skeleton).save(stem + ".png")
+    print(f"{path}: {stem}.json, {stem}.png" + ("" if valid else "  (invalid reconstruction)"),
+          flush=True)
   return stems
 
 

@@ -66,6 +66,16 @@ def _font(size: int):
   return ImageFont.load_default(size=max(8, size // 22))
 
 
+def _text_margin(size: int) -> int:
+  return max(2, size // 64)
+
+
+def _write_title(draw: ImageDraw.ImageDraw, size: int, title: str, colour=TEXT):
+  """`title` in the top-left corner of a [size, size] panel."""
+  margin = _text_margin(size)
+  draw.text((margin, margin), title, fill=colour, font=_font(size))
+
+
 def _checked_pose(pose_3d, skeleton: Skeleton) -> np.ndarray:
   pose = np.asarray(pose_3d, np.float64)
   if pose.shape != (skeleton.num_joints, 3):
@@ -138,10 +148,9 @@ def draw_pose_3d(pose_3d, skeleton: Skeleton = H36M, *, yaw_degrees: float = 0.0
     else:
       draw.ellipse(box, outline=_side_colour(skeleton, j))
 
-  font = _font(size)
-  margin = max(2, size // 64)
-  draw.text((margin, margin), title, fill=title_colour, font=font)
-  draw.text((margin, size - margin), f"grid {step:g} mm", fill=TEXT, font=font, anchor="ld")
+  _write_title(draw, size, title, title_colour)
+  draw.text((_text_margin(size), size - _text_margin(size)), f"grid {step:g} mm", fill=TEXT,
+            font=_font(size), anchor="ld")
   return picture
 
 
@@ -196,54 +205,115 @@ def letterbox(image, size: int) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(square), matrix
 
 
-def _skeleton_on_letterbox(image, joints_2d, joint_mask, skeleton: Skeleton, size: int):
-  """The image letterboxed to [size, size] with the skeleton of `joints_2d` (its pixels)."""
+CONFIDENT = 0.5  # a predicted joint less confident than this is drawn hollow
+
+
+def joints_to_draw(prediction: dict):
+  """The 2D joints the pictures draw of one image's prediction (`Task.predict`'s keys, without
+  the batch axis): every stage of a cascade ("joints_2d_stages" [S, J, 2]), else "joints_2d"
+  [J, 2], else None (a 3D-only task)."""
+  return prediction.get("joints_2d_stages", prediction.get("joints_2d"))
+
+
+def confident_joints(prediction: dict):
+  """[J] bool, the joints drawn filled: confidence (PoseNet) or class score (pose transformer)
+  at least CONFIDENT; None (all filled) where the prediction has neither."""
+  scores = prediction.get("confidence", prediction.get("joint_scores"))
+  return None if scores is None else np.asarray(scores) >= CONFIDENT
+
+
+def skeleton_panel(image, joints_2d=None, *, joint_mask=None, skeleton: Skeleton = H36M,
+                   size: int = 256, title: str = "") -> Image.Image:
+  """The image letterboxed to [size, size] with the skeleton of `joints_2d` ([J, 2], the
+  image's pixels) if given, and `title` in the top-left corner."""
   square, matrix = letterbox(image, size)
-  points = np.asarray(joints_2d, np.float64) @ matrix[:2, :2].T + matrix[:2, 2]
-  return draw_skeleton(square, points, joint_mask, skeleton)
+  if joints_2d is None:
+    picture = Image.fromarray(square)
+  else:
+    points = np.asarray(joints_2d, np.float64) @ matrix[:2, :2].T + matrix[:2, 2]
+    picture = draw_skeleton(square, points, joint_mask, skeleton)
+  if title:
+    _write_title(ImageDraw.Draw(picture), size, title)
+  return picture
+
+
+def skeleton_panels(image, joints_2d, *, joint_mask=None, skeleton: Skeleton = H36M,
+                    size: int = 256) -> list[Image.Image]:
+  """The panels of a 2D prediction (`skeleton_panel`): one for [J, 2] joints, one per stage
+  for a cascade's [S, J, 2] (titled "stage s", the last, the prediction, "stage S (final)"),
+  and the image alone for None."""
+  if joints_2d is None or np.ndim(joints_2d) == 2:
+    return [skeleton_panel(image, joints_2d, joint_mask=joint_mask, skeleton=skeleton,
+                           size=size)]
+  last = len(joints_2d) - 1
+  return [skeleton_panel(image, joints, joint_mask=joint_mask, skeleton=skeleton, size=size,
+                         title=f"stage {s + 1}" + (" (final)" if s == last else ""))
+          for s, joints in enumerate(joints_2d)]
 
 
 def prediction_picture(image, joints_2d, pose_3d_mm, *, joint_mask=None, valid: bool = True,
                        skeleton: Skeleton = H36M, size: int = 256) -> Image.Image:
-  """One prediction at a glance: the 2D skeleton on the whole image beside the 3D pose seen
-  from the front and from the side (`pose_3d_views`).
+  """One prediction at a glance: the 2D skeleton on the whole image (`skeleton_panels`: a
+  cascade's stages side by side; the image alone without a 2D prediction) beside the 3D pose
+  seen from the front and from the side (`pose_3d_views`; left out without a 3D prediction).
 
   Args:
     image: [H, W, 3] uint8, the whole image.
-    joints_2d: [J, 2] joints in that image's pixels.
-    pose_3d_mm: [J, 3] camera-frame pose (mm).
+    joints_2d: [J, 2] joints in that image's pixels, [S, J, 2] a cascade's stages, or None.
+    pose_3d_mm: [J, 3] camera-frame pose (mm), or None.
     joint_mask: [J] bool, joints drawn hollow where False (e.g. low confidence).
     valid: whether the 3D reconstruction is valid (marked in red otherwise).
-    size: side of each of the three square panels.
+    size: side of each square panel.
 
   Returns:
-    RGB picture of 3 * (size + 4) + 4 by size + 8 pixels.
+    RGB picture of n * (size + 4) + 4 by size + 8 pixels, n panels: the 2D ones (S for a
+    cascade, else 1), then 2 for a 3D pose.
   """
-  overlay = _skeleton_on_letterbox(image, joints_2d, joint_mask, skeleton, size)
-  return contact_sheet([[overlay, *pose_3d_views(pose_3d_mm, skeleton, size=size,
-                                                   joint_mask=joint_mask, valid=valid)]])
+  panels = skeleton_panels(image, joints_2d, joint_mask=joint_mask, skeleton=skeleton,
+                           size=size)
+  if pose_3d_mm is not None:
+    panels += pose_3d_views(pose_3d_mm, skeleton, size=size, joint_mask=joint_mask,
+                            valid=valid)
+  return contact_sheet([panels])
 
 
-def prediction_and_truth(image, joints_2d, pose_3d_mm, truth_3d_mm, *, joint_mask=None,
-                         valid: bool = True, skeleton: Skeleton = H36M,
-                         size: int = 192) -> list[Image.Image]:
-  """A prediction beside its ground truth: five panels, the crop with the predicted 2D
-  skeleton, then the predicted and the true 3D pose, each from the front and from the side,
-  root at the centre and at one scale (what MPJPE compares). The prediction's titles give its
+def prediction_and_truth(image, joints_2d, pose_3d_mm, truth_3d_mm, *, truth_2d=None,
+                         truth_2d_mask=None, joint_mask=None, valid: bool = True,
+                         skeleton: Skeleton = H36M, size: int = 192) -> list[Image.Image]:
+  """A prediction beside its ground truth, as panels of one row: the crop with the predicted
+  2D skeleton (`skeleton_panels`: a cascade's stages side by side; the crop alone without a 2D
+  prediction); the crop with the true 2D skeleton where `truth_2d` is given; for a 3D
+  prediction, the predicted and the true 3D pose, each from the front and from the side, root
+  at the centre and at one scale (what MPJPE compares), the prediction's titles giving its
   MPJPE (root-aligned, mm).
 
   Args:
-    image: [H, W, 3] uint8 crop; joints_2d: [J, 2] its predicted joints (crop pixels).
-    pose_3d_mm, truth_3d_mm: [J, 3] predicted and true camera-frame poses (mm).
+    image: [H, W, 3] uint8 crop; joints_2d: its predicted joints (crop pixels), [J, 2],
+      [S, J, 2] a cascade's stages, or None.
+    pose_3d_mm, truth_3d_mm: [J, 3] predicted and true camera-frame poses (mm), or both None.
+    truth_2d: [J, 2] the true joints (crop pixels), or None; truth_2d_mask: [J] bool, true
+      joints drawn hollow where False (hidden, or not labelled).
     joint_mask: [J] bool, predicted joints drawn hollow where False (e.g. low confidence).
     valid: whether the reconstruction is valid (the prediction's titles turn red if not).
     size: side of each square panel.
+
+  Raises:
+    ValueError: one of pose_3d_mm and truth_3d_mm without the other.
   """
+  if (pose_3d_mm is None) != (truth_3d_mm is None):
+    raise ValueError("pose_3d_mm and truth_3d_mm go together: give both or neither")
+  panels = skeleton_panels(image, joints_2d, joint_mask=joint_mask, skeleton=skeleton,
+                           size=size)
+  if truth_2d is not None:
+    panels.append(skeleton_panel(image, truth_2d, joint_mask=truth_2d_mask, skeleton=skeleton,
+                                 size=size, title="truth"))
+  if pose_3d_mm is None:
+    return panels
   pose, truth = _checked_pose(pose_3d_mm, skeleton), _checked_pose(truth_3d_mm, skeleton)
   error = np.linalg.norm((pose - pose[skeleton.root]) - (truth - truth[skeleton.root]),
                          axis=-1).mean()
   extent = fitting_half_extent(pose, truth, skeleton=skeleton)
-  return [_skeleton_on_letterbox(image, joints_2d, joint_mask, skeleton, size),
+  return [*panels,
           *pose_3d_views(pose, skeleton, size=size, joint_mask=joint_mask, valid=valid,
                          half_extent_mm=extent, label=f"predicted ({error:.0f} mm)"),
           *pose_3d_views(truth, skeleton, size=size, half_extent_mm=extent, label="truth")]

@@ -1,6 +1,11 @@
-"""experiments.predict and posejax.models.inference: a trained workdir's poses on image files."""
+"""experiments.predict and experiments.show_predictions (posejax.models.inference, the tasks'
+predict): a trained workdir's poses on image files and beside the test truth, for a workdir of
+each task (pose25d, DeepPose stages 1 and 2, the pose transformer; 1-step runs at tiny sizes)."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -11,16 +16,28 @@ from flax import nnx
 from PIL import Image
 
 from experiments import predict
+from experiments.configs import deeppose_synthetic, pose_transformer_synthetic
 from experiments.configs import synthetic as synthetic_config
-from posejax import geometry
+from posejax import geometry, viz
+from posejax.data.batching.sources import make_source
 from posejax.data.real import crop
 from posejax.data.render import synthetic
-from posejax.models import PoseNet
+from posejax.models import BACKBONES, HRNetConfig, PoseNet
 from posejax.models.inference import predict_metric
 from posejax.skeleton import H36M
+from posejax.tasks import get_task
 from posejax.train import checkpoints, loop
 
+# experiments.show_predictions defines flags of the same names as experiments.predict (absl
+# refuses both in one process): it runs as a program, as a user runs it.
+ROOT = pathlib.Path(__file__).parents[1]
 SIZE = 64
+TINY_SIZE = 32  # the DeepPose and pose transformer workdirs' crops
+# The pose transformer's backbone: two branches (two levels), the cheapest to compile
+# (tests/test_pose_transformer_task.py); registered for this module and its subprocesses.
+TINY_HRNET_NAME = "two_branch_hrnet_for_predict_tests"
+TINY_HRNET = HRNetConfig(width=4, stem_channels=8, stage1_planes=4, stage1_blocks=1,
+                         stage_modules=(1,), stage_blocks=1, concat_branches=True)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +52,54 @@ def workdir(tmp_path_factory):
   config.train.update(log_every=1, checkpoint_every=1)
   config.eval.update(samples=1, validation_samples=1)
   path = tmp_path_factory.mktemp("workdir")
+  loop.train_and_evaluate(config, str(path))
+  return str(path)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_hrnet():
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setitem(BACKBONES, TINY_HRNET_NAME, TINY_HRNET)
+    yield
+
+
+def tiny_run(config):
+  """`config` shrunk to one training step on 8 images of 32 px, one test sample of 2 views."""
+  config.data.update(image_size=TINY_SIZE, num_views=2, motion="procedural", workers=0,
+                     occluder_probability=0.0, sizes=dict(train_2d=8, validation=1, test=1))
+  config.batch.labeled = 8  # one image per fake device (tests/conftest.py: 8 CPU devices)
+  config.stages.stage1.steps = 1
+  config.optim.decay_steps = ()
+  config.train.update(log_every=1, checkpoint_every=1, validate_every=0)
+  config.eval.update(samples=1, validation_samples=1)
+  return config
+
+
+def deeppose_config(stage: int, previous: str = ""):
+  config = tiny_run(deeppose_synthetic.get_config(str(stage)))
+  config.deeppose.update(stage1_size=TINY_SIZE, refine_size=16, samples_per_image=1,
+                         previous=previous, predict_batch_size=8)
+  config.model.dropout = 0.0
+  return config
+
+
+@pytest.fixture(scope="module")
+def deeppose_workdir(tmp_path_factory):
+  """A DeepPose stage-2 workdir (its stage-1 workdir beside it): a cascade of two stages."""
+  root = tmp_path_factory.mktemp("deeppose")
+  loop.train_and_evaluate(deeppose_config(1), str(root / "stage1"))
+  loop.train_and_evaluate(deeppose_config(2, str(root / "stage1")), str(root / "stage2"))
+  return str(root / "stage2")
+
+
+@pytest.fixture(scope="module")
+def pose_transformer_workdir(tmp_path_factory):
+  config = tiny_run(pose_transformer_synthetic.get_config())
+  config.model.update(name=TINY_HRNET_NAME, d_model=16, num_heads=2, ffn_dim=32,
+                      encoder_layers=1, decoder_layers=2, num_queries=20, num_levels=2,
+                      dropout=0.0)
+  config.objective.tolerances = (0.1, 0.0)
+  path = tmp_path_factory.mktemp("pose_transformer")
   loop.train_and_evaluate(config, str(path))
   return str(path)
 
@@ -69,16 +134,28 @@ def spread_model():
   return model
 
 
-def test_cli_writes_a_consistent_json_and_picture(workdir, photo, tmp_path):
+def run_predict(workdir, photo, tmp_path) -> tuple[dict, tuple[int, int]]:
+  """`python -m experiments.predict` (in this process) on `photo`, the crop around the box
+  (24, 12)-(80, 72) with margin 1.5: centre (52, 42), side 90. Returns the JSON and the size
+  of the PNG."""
   path = tmp_path / "photo.png"
   Image.fromarray(photo).save(path)
   with flagsaver.flagsaver():
     argv = predict.flags.FLAGS(["predict", f"--workdir={workdir}", "--box=24,12,80,72",
                                 "--focal_length=150", "--margin=1.5", str(path)])
     predict.main(argv)
-  result = json.loads((tmp_path / "photo.pose.json").read_text())
   with Image.open(tmp_path / "photo.pose.png") as picture:
-    assert picture.size == (3 * (256 + 4) + 4, 256 + 8)
+    return json.loads((tmp_path / "photo.pose.json").read_text()), picture.size
+
+
+def row_of_panels(count: int, size: int = 256) -> tuple[int, int]:
+  """The size of `count` square panels in one row (`viz.contact_sheet`'s 4-px gaps)."""
+  return count * (size + 4) + 4, size + 8
+
+
+def test_cli_writes_a_consistent_json_and_picture(workdir, photo, tmp_path):
+  result, picture_size = run_predict(workdir, photo, tmp_path)
+  assert picture_size == row_of_panels(3)
 
   assert result["joint_names"] == list(H36M.joint_names)
   assert (result["image_height"], result["image_width"]) == (80, 100)
@@ -113,7 +190,8 @@ def test_cli_writes_a_consistent_json_and_picture(workdir, photo, tmp_path):
 
 def test_a_valid_prediction_projects_onto_its_2d_joints(photo):
   model = spread_model()
-  result, confident = predict.predict_image(model, SIZE, photo, focal_length=120.0)
+  pose25d = get_task(synthetic_config.get_config("2d"))
+  result, confident = predict.predict_image(pose25d, model, SIZE, photo, focal_length=120.0)
   assert result["valid"]
   assert confident.shape == (17,) and confident.dtype == bool
   # Default box: the whole 100 x 80 frame, squared about its centre.
@@ -202,3 +280,166 @@ def test_a_workdir_without_checkpoint_is_refused(photo, tmp_path):
 def test_outputs_go_next_to_the_image_or_into_out():
   assert predict.output_stems(["a/b.jpg", "c.png"], None) == ["a/b.pose", "c.pose"]
   assert predict.output_stems(["a/b.jpg"], "out") == ["out/b.pose"]
+
+
+# ------------------------------------------------------------ DeepPose and the pose transformer
+
+PANEL = 64  # show_predictions' --size
+WRITTEN_ALWAYS = {"image", "workdir", "image_height", "image_width", "joint_names", "camera"}
+
+
+def crop_prediction(workdir, photo, camera: dict) -> dict:
+  """What the workdir's task predicts on the crop that a JSON's camera block describes."""
+  model, config = checkpoints.restore_model(workdir)
+  pixels, crop_camera = crop.crop_view(photo, camera["intrinsics"], camera["crop_centre"],
+                                       camera["crop_side"], camera["crop_size"])
+  return get_task(config).predict(model, pixels[None], crop_camera[None])
+
+
+def assert_written_as_predicted(result: dict, expected: dict, names: dict):
+  """Each JSON key of `names` ({JSON key: prediction key}) holds the prediction of the one
+  image exactly (float32's shortest decimals)."""
+  for key, name in names.items():
+    np.testing.assert_array_equal(np.float32(result[key]), np.float32(expected[name][0]),
+                                  err_msg=key)
+
+
+def test_deeppose_writes_every_stage_in_image_and_crop_pixels(deeppose_workdir, photo,
+                                                              tmp_path):
+  result, picture_size = run_predict(deeppose_workdir, photo, tmp_path)
+  assert set(result) == WRITTEN_ALWAYS | {"joints_2d", "joints_2d_crop", "joints_2d_stages",
+                                          "joints_2d_stages_crop"}
+  assert picture_size == row_of_panels(2)  # a panel per stage, no 3D
+  assert np.shape(result["joints_2d_stages"]) == (2, 17, 2)
+  # The image's pixels land on the crop's through the crop of the box given.
+  matrix = crop.crop_matrix((52, 42), 90, TINY_SIZE)
+  np.testing.assert_array_equal(result["camera"]["crop_matrix"], matrix)
+  for key in ("joints_2d", "joints_2d_stages"):
+    np.testing.assert_allclose(crop.transform_points(matrix, np.array(result[key])),
+                               result[key + "_crop"], atol=1e-4, err_msg=key)
+  expected = crop_prediction(deeppose_workdir, photo, result["camera"])
+  assert_written_as_predicted(result, expected, {"joints_2d_crop": "joints_2d",
+                                                 "joints_2d_stages_crop": "joints_2d_stages"})
+  np.testing.assert_array_equal(result["joints_2d_stages"][-1], result["joints_2d"])
+
+
+def test_pose_transformer_writes_its_3d_pose_and_every_layer(pose_transformer_workdir, photo,
+                                                             tmp_path):
+  result, picture_size = run_predict(pose_transformer_workdir, photo, tmp_path)
+  assert set(result) == WRITTEN_ALWAYS | {"joint_scores", "scale_mm", "pose_3d_mm",
+                                          "pose_3d_normalised", "pose_3d_layers_normalised",
+                                          "valid"}
+  assert picture_size == row_of_panels(3)  # the image, the 3D pose from the front and the side
+  assert np.shape(result["pose_3d_layers_normalised"]) == (2, 17, 3)
+  assert np.shape(result["pose_3d_mm"]) == (17, 3) and np.shape(result["joint_scores"]) == (17,)
+  expected = crop_prediction(pose_transformer_workdir, photo, result["camera"])
+  assert_written_as_predicted(result, expected, {
+      "joint_scores": "joint_scores", "scale_mm": "scale_mm", "pose_3d_mm": "pose_3d_mm",
+      "pose_3d_normalised": "pose_3d", "pose_3d_layers_normalised": "pose_3d_layers"})
+  assert result["valid"] == bool(expected["valid"][0])
+
+
+class OtherTask:
+  """A task outside posejax whose `predict` returns the given keys (a batch of one)."""
+
+  skeleton = H36M
+
+  def __init__(self, **prediction):
+    self.prediction = prediction
+
+  def predict(self, model, images, cameras):
+    del model, cameras
+    return {k: np.asarray(v)[None] for k, v in self.prediction.items()}
+
+
+def test_any_task_s_2d_joints_are_mapped_to_the_image(photo):
+  # The default crop of the 100 x 80 photo: the square of side 100 about its centre
+  # (49.5, 39.5), at 64 px: crop pixel c is image pixel (c - 31.5) * 100 / 64 + the centre.
+  joints = np.zeros((17, 2))
+  joints[0] = (31.5, 31.5)
+  result, confident = predict.predict_image(OtherTask(joints_2d=joints), None, SIZE, photo)
+  assert set(result) == {"image_height", "image_width", "joint_names", "joints_2d",
+                         "joints_2d_crop", "camera"}
+  assert confident is None  # no confidence: every joint drawn filled
+  np.testing.assert_allclose(result["joints_2d"][0], (49.5, 39.5), atol=1e-6)
+  np.testing.assert_allclose(result["joints_2d"][1], (49.5 - 49.21875, 39.5 - 49.21875),
+                             atol=1e-6)
+
+
+def test_a_prediction_predict_cannot_write_is_a_clear_error(photo, tmp_path):
+  joints = np.zeros((17, 2))
+  with pytest.raises(ValueError, match=r"Task OtherTask predicts \['keypoints'\], which "
+                                       r"experiments.predict does not know"):
+    predict.predict_image(OtherTask(joints_2d=joints, keypoints=joints), None, SIZE, photo)
+  with pytest.raises(ValueError, match="neither joints_2d nor pose_3d_mm"):
+    predict.predict_image(OtherTask(confidence=np.ones(17)), None, SIZE, photo)
+  # A workdir of a task nobody registered.
+  config = synthetic_config.get_config("2d")
+  config.task = "no_such_task"
+  (tmp_path / "config.json").write_text(config.to_json())
+  good = tmp_path / "good.png"
+  Image.fromarray(photo).save(good)
+  with pytest.raises(ValueError, match="Unknown task 'no_such_task'"):
+    predict.predict_files(str(tmp_path), [str(good)])
+
+
+def show_predictions_sheet(workdir, out) -> np.ndarray:
+  """`python -m experiments.show_predictions --workdir=WORKDIR --out=OUT --size=PANEL` (a
+  process of its own, with this module's tiny HRNet registered): the sheet's pixels."""
+  code = (f"from posejax.models import BACKBONES, HRNetConfig; "
+          f"BACKBONES[{TINY_HRNET_NAME!r}] = {TINY_HRNET!r}; "
+          "from experiments import cli, show_predictions; cli.run(show_predictions.main)")
+  run = subprocess.run([sys.executable, "-c", code, f"--workdir={workdir}", f"--out={out}",
+                        f"--size={PANEL}"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, check=False)
+  assert run.returncode == 0, run.stdout + run.stderr
+  assert f"wrote {out}: 1 test samples" in run.stdout
+  with Image.open(out) as sheet:
+    return np.asarray(sheet.convert("RGB"))
+
+
+def first_test_sample(workdir) -> tuple[dict, dict]:
+  """(the first test sample, the task's predictions on its views) of a workdir."""
+  model, config = checkpoints.restore_model(workdir)
+  sample = make_source(config.data)("test", 0)
+  assert np.all(sample.get("view_mask", True))  # every view is shown
+  return sample, get_task(config).predict(model, sample["image"], sample["camera"])
+
+
+def assert_rows(sheet: np.ndarray, rows: list[list], panels: int):
+  """The sheet is `rows` (one per view) of `panels` panels each."""
+  assert {len(row) for row in rows} == {panels}
+  width, height = row_of_panels(panels, PANEL)
+  assert sheet.shape == (len(rows) * (height - 4) + 4, width, 3)
+  np.testing.assert_array_equal(sheet, np.asarray(viz.contact_sheet(rows)))
+
+
+def test_show_predictions_puts_a_posenet_beside_the_3d_truth(workdir, tmp_path):
+  sheet = show_predictions_sheet(workdir, tmp_path / "sheet.png")
+  sample, p = first_test_sample(workdir)
+  rows = [viz.prediction_and_truth(
+      sample["image"][v], p["joints_2d"][v], p["pose_3d_mm"][v], sample["joints_3d"][v],
+      joint_mask=p["confidence"][v] >= 0.5, valid=bool(p["valid"][v]), size=PANEL)
+      for v in range(len(sample["image"]))]
+  assert_rows(sheet, rows, 5)  # the crop with the 2D, the 3D prediction and truth, 2 views each
+
+
+def test_show_predictions_draws_every_deeppose_stage_beside_the_2d_truth(deeppose_workdir,
+                                                                        tmp_path):
+  sheet = show_predictions_sheet(deeppose_workdir, tmp_path / "sheet.png")
+  sample, p = first_test_sample(deeppose_workdir)
+  rows = [viz.prediction_and_truth(
+      sample["image"][v], p["joints_2d_stages"][v], None, None, truth_2d=sample["joints_2d"][v],
+      truth_2d_mask=sample["joints_2d_mask"][v], size=PANEL) for v in range(2)]
+  assert_rows(sheet, rows, 3)  # stage 1, stage 2, the truth
+
+
+def test_show_predictions_puts_a_pose_transformer_beside_the_3d_truth(pose_transformer_workdir,
+                                                                      tmp_path):
+  sheet = show_predictions_sheet(pose_transformer_workdir, tmp_path / "sheet.png")
+  sample, p = first_test_sample(pose_transformer_workdir)
+  rows = [viz.prediction_and_truth(
+      sample["image"][v], None, p["pose_3d_mm"][v], sample["joints_3d"][v],
+      joint_mask=p["joint_scores"][v] >= 0.5, valid=bool(p["valid"][v]), size=PANEL)
+      for v in range(2)]
+  assert_rows(sheet, rows, 5)  # the crop, the 3D prediction and truth, 2 views each

@@ -129,3 +129,56 @@ def test_prediction_and_truth_share_one_scale_and_give_the_error():
   predicted = viz.draw_pose_3d(pose, half_extent_mm=extent, size=96,
                                title="predicted (10 mm), front: x right, y down")
   assert panels[1].tobytes() == predicted.tobytes()
+
+
+def test_a_cascade_gets_a_panel_per_stage_the_last_titled_final():
+  image = np.zeros((40, 80, 3), np.uint8)
+  stages = np.stack([np.tile([20.0, 10.0], (17, 1)), np.tile([60.0, 30.0], (17, 1))])
+  picture = viz.prediction_picture(image, stages, None, size=64)  # 2D only: no 3D panels
+  assert picture.size == (2 * (64 + 4) + 4, 64 + 8)
+  # Zoom 0.8 and 16 px bars: (20, 10) -> (15.9, 23.9) in the first panel (4 px of border),
+  # (60, 30) -> (47.9, 39.9) in the second (72 px from the left).
+  assert has_colour(picture, slice(27, 29), slice(19, 21), RIGHT)
+  assert has_colour(picture, slice(43, 45), slice(119, 121), RIGHT)
+  assert not has_colour(picture, slice(27, 29), slice(87, 89), RIGHT)  # stage 1 in panel 2
+  panels = viz.skeleton_panels(image, stages, size=64)
+  titled = [viz.skeleton_panel(image, joints, size=64, title=title)
+            for joints, title in zip(stages, ("stage 1", "stage 2 (final)"))]
+  assert [p.tobytes() for p in panels] == [p.tobytes() for p in titled]
+  # The titles are written in the top-left corner, over the skeleton alone.
+  untitled = np.asarray(viz.skeleton_panel(image, stages[1], size=64), int)
+  rows = np.nonzero(np.any(np.asarray(panels[1], int) != untitled, axis=-1).any(axis=1))[0]
+  assert len(rows) and rows.max() < 14
+
+
+def test_without_a_2d_prediction_the_image_stands_alone():
+  image = np.full((40, 80, 3), 120, np.uint8)
+  picture = viz.prediction_picture(image, None, standing_pose(), size=64)
+  assert picture.size == (3 * (64 + 4) + 4, 64 + 8)
+  square, _ = viz.letterbox(image, 64)
+  np.testing.assert_array_equal(np.asarray(picture)[4:68, 4:68], square)
+  assert viz.skeleton_panels(image, None, size=64)[0].tobytes() == square.tobytes()
+
+
+def test_a_2d_prediction_is_shown_beside_the_2d_truth():
+  crop = np.zeros((32, 32, 3), np.uint8)
+  stages = np.stack([np.full((17, 2), 10.0), np.full((17, 2), 20.0)])
+  truth, mask = np.full((17, 2), 16.0), np.arange(17) % 2 == 0
+  panels = viz.prediction_and_truth(crop, stages, None, None, truth_2d=truth,
+                                    truth_2d_mask=mask, size=64)
+  expected = viz.skeleton_panels(crop, stages, size=64) + [
+      viz.skeleton_panel(crop, truth, joint_mask=mask, size=64, title="truth")]
+  assert [p.tobytes() for p in panels] == [p.tobytes() for p in expected]
+  with pytest.raises(ValueError, match="give both or neither"):
+    viz.prediction_and_truth(crop, None, standing_pose(), None)
+
+
+def test_what_is_drawn_of_a_task_s_prediction():
+  joints, stages = np.zeros((17, 2)), np.zeros((3, 17, 2))
+  assert viz.joints_to_draw({"joints_2d": joints}) is joints
+  assert viz.joints_to_draw({"joints_2d": joints, "joints_2d_stages": stages}) is stages
+  assert viz.joints_to_draw({"pose_3d_mm": np.zeros((17, 3))}) is None
+  for key in ("confidence", "joint_scores"):
+    np.testing.assert_array_equal(viz.confident_joints({key: [0.2, 0.5, 0.9]}),
+                                  [False, True, True])
+  assert viz.confident_joints({"joints_2d": joints}) is None
