@@ -46,7 +46,7 @@ def _rows(table: str) -> list[str]:
   return [line[:10].strip() for line in table.splitlines()[2:]]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once: tests/conftest.py
 def stage1(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("deeppose") / "stage1"
   return workdir, loop.train_and_evaluate(_config(1, validate_every=3), str(workdir))

@@ -15,6 +15,9 @@ from posejax.models import (BACKBONES, HRNet, HRNetConfig, PoseNet, apply, count
 from posejax.models import import_torch
 from posejax.skeleton import COCO_TO_H36M, H36M, MPII_TO_H36M
 
+# One worker builds the module's models (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("hrnet_models")
+
 OFFICIAL_W32_KEYS = pathlib.Path(__file__).parent / "data" / "pose_hrnet_w32_keys.txt"
 CAMERA = np.array([[300.0, 0, 32], [0, 300, 32], [0, 0, 1]], np.float32)
 
@@ -33,7 +36,7 @@ def official_state_dict(num_joints=17, seed=0):
   return state_dict
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once: tests/conftest.py
 def w32_model():
   # RBG keys: threefry's initialisers compiled for minutes here, one program per shape.
   rngs = lambda seed: nnx.Rngs(jax.random.key(seed, impl="rbg"))  # noqa: E731
@@ -41,7 +44,14 @@ def w32_model():
 
 
 def small_model(dtype=jnp.float32, seed=0):
-  return create_model("hrnet_w8_small", dtype=dtype, rngs=nnx.Rngs(seed))
+  # The smallest HRNet of the registry: these tests check shapes, dtypes and wiring, which do
+  # not depend on the width; building and compiling is their cost.
+  return create_model("hrnetv2_w4_minimal", dtype=dtype, rngs=nnx.Rngs(seed))
+
+
+# A model's forward pass, compiled: run eagerly, each of an HRNet's hundreds of ops is a
+# program of its own (tens of seconds).
+call = nnx.jit(lambda model, *inputs: model(*inputs))
 
 
 def test_hrnet_w32_parameters_and_flops_match_the_paper(w32_model):
@@ -175,16 +185,17 @@ def test_registry():
 
 def test_concatenated_branches_give_every_resolution_to_the_head():
   from posejax.models import HRNet
-  config = BACKBONES["hrnetv2_w8_small"]
+  config = BACKBONES["hrnetv2_w4_minimal"]
   backbone = HRNet(config, rngs=nnx.Rngs(0))
-  assert backbone.out_channels == 8 + 16 + 32 + 64
-  features = backbone(jnp.zeros((1, 64, 64, 3)))
-  assert features.shape == (1, 16, 16, 120)
+  assert backbone.out_channels == 4 + 8 + 16 + 32
+  features = call(backbone, jnp.zeros((1, 64, 64, 3)))
+  assert features.shape == (1, 16, 16, 60)
   # The lowest-resolution channels are 8x8-cell blocks (nearest upsampling of 2x2).
-  low = np.asarray(features[0, :, :, -64:])
+  low = np.asarray(features[0, :, :, -32:])
   np.testing.assert_array_equal(low, np.repeat(np.repeat(low[::8, ::8], 8, 0), 8, 1))
-  model = create_model("hrnetv2_w8_small", rngs=nnx.Rngs(0))
-  assert model.maps(np.zeros((2, 64, 64, 3), np.uint8))[0].shape == (2, 16, 16, 17)
+  model = create_model("hrnetv2_w4_minimal", rngs=nnx.Rngs(0))
+  maps = nnx.jit(lambda model, images: model.maps(images))
+  assert maps(model, np.zeros((2, 64, 64, 3), np.uint8))[0].shape == (2, 16, 16, 17)
 
 
 def _batch(num_samples=2, num_views=3, size=64, seed=0):
@@ -197,7 +208,7 @@ def _batch(num_samples=2, num_views=3, size=64, seed=0):
 def test_posenet_predictions_have_the_documented_shapes_and_dtypes():
   model = small_model()
   images, cameras = _batch()
-  predictions = model(images, cameras)
+  predictions = call(model, images, cameras)
   j = H36M.num_joints
   expected = {
       "heatmaps": ((2, 3, 16, 16, j), jnp.float32), "depthmaps": ((2, 3, 16, 16, j), jnp.float32),
@@ -251,7 +262,7 @@ def test_bfloat16_compute_keeps_geometry_in_float32_and_close_to_float32():
   nnx.update(half, nnx.state(full))  # same float32 parameters
   full.eval()
   half.eval()
-  out_full, out_half = full(images, cameras), half(images, cameras)
+  out_full, out_half = call(full, images, cameras), call(half, images, cameras)
   for name in ("joints_2d", "rel_depth", "pose_3d", "heatmaps"):
     assert out_half[name].dtype == jnp.float32
   assert half.backbone.conv1.kernel[...].dtype == jnp.float32

@@ -21,6 +21,9 @@ from posejax.models import HRNet, HRNetConfig
 from posejax.models import pose_transformer as pt
 from posejax.skeleton import H36M
 
+# One worker builds the module's models (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("pose_transformer_model")
+
 J = H36M.num_joints
 TINY = dict(d_model=32, num_heads=2, ffn_dim=64, encoder_layers=1, decoder_layers=2)
 MINIMAL_HRNET = HRNetConfig(width=4, stem_channels=8, stage1_planes=4, stage1_blocks=1,
@@ -31,13 +34,13 @@ def rngs(seed):
   return nnx.Rngs(jax.random.key(seed, impl="rbg"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once: tests/conftest.py
 def model():
   backbone = HRNet(MINIMAL_HRNET, rngs=rngs(0))
   return pt.PoseTransformer(backbone, H36M, num_queries=20, dropout=0.1, rngs=rngs(1), **TINY)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def batch():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
@@ -47,7 +50,7 @@ def batch():
   return images, target, mask
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def train_step(model, batch):
   """The set loss of every decoder layer in train mode: (loss, aux, grads); aux holds the
   outputs, and the backbone's branches and concatenated output for the same input."""

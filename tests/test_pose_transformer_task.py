@@ -7,14 +7,20 @@ sharded step); the force-aligned variant's loss; the evaluation's figures on han
 predictions; the configs and their errors."""
 
 
+import contextlib
+import json
+
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from absl import flags
 from flax import nnx
 
 from experiments.configs import pose_transformer_h36m, pose_transformer_synthetic
 from experiments.configs import synthetic as synthetic_config
+from experiments.studies import pose_transformer_table
+from posejax import geometry
 from posejax.data.batching import pipeline
 from posejax.data.batching.sources import make_source
 from posejax.models import BACKBONES, HRNetConfig
@@ -39,6 +45,12 @@ MINIMAL_HRNET = HRNetConfig(width=4, stem_channels=8, stage1_planes=4, stage1_bl
 
 @pytest.fixture(scope="module", autouse=True)
 def minimal_backbone():
+  with _minimal_backbone_registered():
+    yield
+
+
+@contextlib.contextmanager
+def _minimal_backbone_registered():
   with pytest.MonkeyPatch.context() as patch:
     patch.setitem(BACKBONES, MINIMAL, MINIMAL_HRNET)
     yield
@@ -61,16 +73,17 @@ def _config(matching="hungarian", steps=3, **train):
 
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once: tests/conftest.py
 def trained(tmp_path_factory):
   """A run of 4 steps straight, and one stopped after 2 then resumed to 4."""
   root = tmp_path_factory.mktemp("pose_transformer")
   straight, resumed = root / "straight", root / "resumed"
-  results = loop.train_and_evaluate(_config(steps=4), str(straight))
-  stopped = _config(steps=4)
-  stopped.train.steps = 2  # "killed" after 2 steps
-  loop.train_and_evaluate(stopped, str(resumed))
-  resumed_results = loop.train_and_evaluate(_config(steps=4), str(resumed))
+  with _minimal_backbone_registered():  # a session fixture is built before the module's
+    results = loop.train_and_evaluate(_config(steps=4), str(straight))
+    stopped = _config(steps=4)
+    stopped.train.steps = 2  # "killed" after 2 steps
+    loop.train_and_evaluate(stopped, str(resumed))
+    resumed_results = loop.train_and_evaluate(_config(steps=4), str(resumed))
   return straight, resumed, results, resumed_results
 
 
@@ -95,6 +108,35 @@ def test_evaluation_reports_every_layer_and_the_hidden_joints(trained):
   assert results["mpjpe_hidden"] > 0 and results["mpjpe_visible"] > 0
   table = get_task(_config()).format_results(results)
   assert "MPJPE per decoder layer, oracle matching" in table and "hidden joints" in table
+
+
+def test_the_acceptance_table_sets_the_mean_pose_beside_the_model(trained, tmp_path):
+  straight, _, results, _ = trained
+  config = checkpoints.load_config(str(straight))
+  source = make_source(config.data)
+  mean = pose_transformer_table.mean_pose(source, H36M, 4)
+  flags.FLAGS(["table", f"--hungarian={straight}", "--mean_pose_samples=4"])
+  try:
+    pose_transformer_table.main(["table"])
+  finally:
+    flags.FLAGS.unparse_flags()
+  rows = json.loads((straight / "table.json").read_text())
+  assert list(rows) == ["mean pose", "Hungarian transformer"]
+  assert rows["Hungarian transformer"] == results  # the run's own evaluation
+  # The mean pose's MPJPE by hand: the same pose, scaled by its bones, for every test view.
+  mean_mm = mean * np.asarray(geometry.estimate_scale(mean))
+  truths = np.concatenate([np.asarray(source("test", i)["joints_3d"]).reshape(-1, J, 3)
+                           for i in range(config.eval.samples)])
+  truths = truths - truths[:, H36M.root:H36M.root + 1]
+  by_hand = np.mean(np.linalg.norm(mean_mm - truths, axis=-1))
+  assert rows["mean pose"]["mpjpe"] == pytest.approx(by_hand, rel=1e-5)
+  # Another task's workdir in the wrong slot is refused, naming it.
+  flags.FLAGS(["table", f"--hungarian={straight}", f"--fs={straight}"])
+  try:
+    with pytest.raises(ValueError, match="is a 'pose_transformer' workdir; fs 2.5D"):
+      pose_transformer_table.main(["table"])
+  finally:
+    flags.FLAGS.unparse_flags()
 
 
 def test_predict_returns_the_documented_shapes(trained):

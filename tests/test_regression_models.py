@@ -29,7 +29,7 @@ def test_local_response_norm_is_krizhevskys_formula():
   assert regression.local_response_norm(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once: tests/conftest.py
 def small():
   """A SmallRegressor at 32 px, in evaluation mode (building one costs seconds of compiling)."""
   model = regression.SmallRegressor(J, image_size=32, rngs=nnx.Rngs(0))

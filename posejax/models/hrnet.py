@@ -58,12 +58,36 @@ def _conv(in_channels, out_channels, kernel_size, stride, dtype, rngs):
                   kernel_init=nnx.initializers.normal(0.001), rngs=rngs)
 
 
+class RunningStatistic(nnx.BatchStat):
+  """A BatchNorm running average (an `nnx.BatchStat`) that is cheap to update while tracing.
+
+  `nnx.BatchNorm` writes its statistics with `stat[...] = x`, and Flax's `Variable.set_value`
+  then compares `getattr(x, "sharding", None)` of the new and the old value. On a tracer that
+  lookup raises, and JAX formats the AttributeError's message by walking every equation traced
+  so far; once per statistic, that made tracing a train step quadratic in the model's size
+  (half the trace of a train-mode gradient of the small HRNet; flax 0.12.8, jax 0.10.2;
+  BUILD_NOTES.md, session 10). Between two tracers Flax ends in the plain replacement this
+  makes directly (neither has a sharding); any other update goes through Flax."""
+
+  def set_value(self, value, **kwargs):
+    old = self.get_raw_value()
+    if (kwargs.get("index") is Ellipsis and isinstance(value, jax.core.Tracer)
+        and isinstance(old, jax.core.Tracer) and value.shape == old.shape
+        and value.dtype == old.dtype and self.get_metadata("on_set_value", None) is None):
+      self.set_raw_value(value)
+    else:
+      super().set_value(value, **kwargs)
+
+
 def _batch_norm(channels, dtype, rngs):
   # Two-pass variance (mean first): Flax's fast E[x^2] - E[x]^2 loses the variance to
   # cancellation where the mean dwarfs it, and then 1 and 8 devices (other summation orders)
   # gave gradients 1e-3 apart on the synthetic images (tests/test_train_step.py).
-  return nnx.BatchNorm(channels, momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON,
+  norm = nnx.BatchNorm(channels, momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON,
                        use_fast_variance=False, dtype=dtype, rngs=rngs)
+  norm.mean = RunningStatistic(norm.mean.get_value())
+  norm.var = RunningStatistic(norm.var.get_value())
+  return norm
 
 
 class ConvBN(nnx.Module):
