@@ -2,6 +2,7 @@
 predict): a trained workdir's poses on image files and beside the test truth, for a workdir of
 each task (pose25d, DeepPose stages 1 and 2, the pose transformer; 1-step runs at tiny sizes)."""
 
+import contextlib
 import json
 import pathlib
 import subprocess
@@ -28,6 +29,9 @@ from posejax.skeleton import H36M
 from posejax.tasks import get_task
 from posejax.train import checkpoints, loop
 
+# One worker builds the module's three trained workdirs (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("predict")
+
 # experiments.show_predictions defines flags of the same names as experiments.predict (absl
 # refuses both in one process): it runs as a program, as a user runs it.
 ROOT = pathlib.Path(__file__).parents[1]
@@ -40,7 +44,7 @@ TINY_HRNET = HRNetConfig(width=4, stem_channels=8, stage1_planes=4, stage1_block
                          stage_modules=(1,), stage_blocks=1, concat_branches=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once: tests/conftest.py
 def workdir(tmp_path_factory):
   """A workdir trained for one step (the model is untrained: only the plumbing is tested)."""
   config = synthetic_config.get_config("2d")
@@ -58,6 +62,12 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_hrnet():
+  with _tiny_hrnet_registered():
+    yield
+
+
+@contextlib.contextmanager
+def _tiny_hrnet_registered():
   with pytest.MonkeyPatch.context() as patch:
     patch.setitem(BACKBONES, TINY_HRNET_NAME, TINY_HRNET)
     yield
@@ -83,7 +93,7 @@ def deeppose_config(stage: int, previous: str = ""):
   return config
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once: tests/conftest.py
 def deeppose_workdir(tmp_path_factory):
   """A DeepPose stage-2 workdir (its stage-1 workdir beside it): a cascade of two stages."""
   root = tmp_path_factory.mktemp("deeppose")
@@ -92,7 +102,7 @@ def deeppose_workdir(tmp_path_factory):
   return str(root / "stage2")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once: tests/conftest.py
 def pose_transformer_workdir(tmp_path_factory):
   config = tiny_run(pose_transformer_synthetic.get_config())
   config.model.update(name=TINY_HRNET_NAME, d_model=16, num_heads=2, ffn_dim=32,
@@ -100,11 +110,12 @@ def pose_transformer_workdir(tmp_path_factory):
                       dropout=0.0)
   config.objective.tolerances = (0.1, 0.0)
   path = tmp_path_factory.mktemp("pose_transformer")
-  loop.train_and_evaluate(config, str(path))
+  with _tiny_hrnet_registered():  # a session fixture is built before the module's
+    loop.train_and_evaluate(config, str(path))
   return str(path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once: tests/conftest.py
 def photo():
   """[80, 100, 3]: a rendered person crop pasted at (x, y) = (20, 10) on a grey frame."""
   frame = np.full((80, 100, 3), 90, np.uint8)
