@@ -1,21 +1,24 @@
 r"""The joint-query 3D pose transformer (task "pose_transformer") on the built-in synthetic
-data (no download), sized for a 2-core CPU: the small HRNet (`hrnetv2_w8_small`, its four
-branches as the transformer's levels) at 64 px, d_model 64, 4 heads, FFN 128, 2 encoder + 3
-decoder layers, N = 100 queries; 2000 steps of 32 single views with their 3D labels, AdamW 2e-4
-with the backbone at x0.1 and x0.1 at step 1600. The colon argument picks the queries:
+data (no download), sized for a 2-core CPU: the small HRNet (`hrnetv2_w8_small`) at 64 px, its
+three coarsest branches as the transformer's levels, d_model 64, 4 heads, FFN 128, 2 encoder +
+3 decoder layers, N = 100 queries; 1000 steps of 32 single views with their 3D labels, AdamW
+2e-4 with the backbone at x0.1 and x0.1 at step 800. The colon argument picks the queries:
 ":hungarian" (default) or ":fixed" (the force-aligned baseline, query j is joint j).
 
-    python -m experiments.train --config=experiments/configs/pose_transformer_synthetic.py --workdir=RUNS/tr
-    python -m experiments.train --config=experiments/configs/pose_transformer_synthetic.py:fixed --workdir=RUNS/tr_fixed
-    python -m experiments.evaluate --workdir=RUNS/tr
+The backbone starts from the 2D stage of the main job (as DETR starts from a pretrained
+backbone): its HRNet alone is read (`init_from_part=backbone`). With RUNS/2d the 2D stage
+(`synthetic.py:2d`, the main command's stage 1), the acceptance runs and their table:
+
+    python -m experiments.train --config=experiments/configs/synthetic.py:2d --workdir=RUNS/2d
+    python -m experiments.train --config=experiments/configs/pose_transformer_synthetic.py --workdir=RUNS/tr --config.init_from=RUNS/2d --config.init_from_part=backbone
+    python -m experiments.train --config=experiments/configs/pose_transformer_synthetic.py:fixed --workdir=RUNS/tr_fixed --config.init_from=RUNS/2d --config.init_from_part=backbone
+    python -m experiments.train --config=experiments/configs/synthetic.py:fs --workdir=RUNS/fs --config.init_from=RUNS/2d --config.stages.stage1.steps=1000
+    python -m experiments.studies.pose_transformer_table --hungarian=RUNS/tr --fixed=RUNS/tr_fixed --fs=RUNS/fs
 
 The evaluation (50 held-out samples x 4 views) prints the house's 3D table and, per decoder
 layer, the MPJPE of the class read-out and of the oracle matching, the share of joints whose
-class read-out is the oracle's, and the error on hidden joints.
-
-The backbone starts from scratch: the training loop's `init_from` restores a whole model of the
-same kind, so it cannot yet start this backbone from a PoseNet 2D stage (the spec's
-`init_backbone_from`; DETR relies on a pretrained backbone). Not yet measured at these steps.
+class read-out is the oracle's, and the error on hidden joints. Measured: BUILD_NOTES.md,
+session 10.
 """
 
 from ml_collections import config_dict

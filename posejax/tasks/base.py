@@ -19,6 +19,7 @@ from flax import nnx
 
 from posejax.data.batching.pipeline import LABEL_2D_KEYS, BatchSpec
 from posejax.data.batching.sources import Source
+from posejax.skeleton import Skeleton
 from posejax.train.step import LossTerms
 
 
@@ -28,10 +29,13 @@ class Task(abc.ABC):
   Attributes:
     objectives: the objective names a stage of this task may use.
     best_metric: the validation metric (lower is better) that picks the checkpoint in best/.
+    skeleton: the joints the task predicts (their names and limbs: `predict` and
+      `show_predictions` draw with it).
   """
 
   objectives: tuple[str, ...] = ()
   best_metric: str = "mpjpe"
+  skeleton: Skeleton
 
   def __init__(self, config):
     self.config = config
