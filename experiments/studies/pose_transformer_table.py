@@ -68,10 +68,10 @@ def constant_predict(pose: np.ndarray):
 
 def format_table(rows: dict[str, dict]) -> str:
   """One line per row: the 3D errors, then the transformers' own figures where present."""
-  lines = [f"{'':<22}{'MPJPE':>8}{'N-MPJPE':>9}{'PA-MPJPE':>9}{'PCK':>7}{'AUC':>7}{'views':>7}"
+  lines = [f"{'':<26}{'MPJPE':>8}{'N-MPJPE':>9}{'PA-MPJPE':>9}{'PCK':>7}{'AUC':>7}{'views':>7}"
            f"{'class=oracle':>14}  oracle MPJPE per layer"]
   for name, r in rows.items():
-    line = (f"{name:<22}{r['mpjpe']:8.1f}{r['n_mpjpe']:9.1f}{r['pa_mpjpe']:9.1f}"
+    line = (f"{name:<26}{r['mpjpe']:8.1f}{r['n_mpjpe']:9.1f}{r['pa_mpjpe']:9.1f}"
             f"{100 * r['pck']:6.1f}%{100 * r['auc']:6.1f}%{r['views']:7d}")
     if "class_matches_oracle" in r:
       layers = " ".join(f"{v:.1f}" for v in r["oracle_mpjpe_per_layer"])
