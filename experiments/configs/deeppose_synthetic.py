@@ -26,7 +26,9 @@ Measured on the 2-core VM (BUILD_NOTES.md, session 9): stage 1 alone took 9.8 mi
 at 10.75 px against the mean pose's 17.00 (0.63 x; PDJ@0.1 16.1 % against 4.1 %). Stage 2 did
 not help enough: its validation error went from stage 1's 11.04 px to 10.62-10.88 px in 1350
 steps (the acceptance asks for 15 % less), its boxes drawn 0.5 torso diameters around the truth
-on average in boxes 1 diameter wide. Not yet met either: the 15 minutes for all three stages.
+on average in boxes 1 diameter wide. Boxes of 2 diameters, or 1 diameter at 48 px, did no
+better (session 10): the refiner re-estimates each joint about 11 px off wherever its box is
+centred. Not yet met either: the 15 minutes for all three stages.
 """
 
 from ml_collections import config_dict
