@@ -21,23 +21,17 @@ from posejax.tasks.deeppose import DeepPose, displacements, evaluation, objectiv
 from posejax.train import checkpoints, loop
 from posejax.train import step as step_lib
 from tests.checkpoints_read import numbers, restored
+from tests.tiny_runs import shrink
 
 J = H36M.num_joints
 
 
 def _config(stage, previous="", steps=3, **train):
   config = deeppose_synthetic.get_config(str(stage))
-  config.data.update(image_size=32, num_views=2, motion="procedural", occluder_probability=0.0,
-                     workers=0, sizes=dict(train_2d=16, validation=2, test=2))
   config.deeppose.update(stage1_size=32, refine_size=16, samples_per_image=2, previous=previous,
                          predict_batch_size=8)
   config.model.dropout = 0.0
-  config.batch.labeled = 8  # one image per fake device (tests/conftest.py: 8 CPU devices)
-  config.stages.stage1.steps = steps
-  config.optim.decay_steps = ()
-  config.train.update(dict(dict(log_every=1, checkpoint_every=2, validate_every=0), **train))
-  config.eval.update(samples=2, validation_samples=2)
-  return config
+  return shrink(config, steps=steps, samples=2, train_images=16, **train)
 
 
 

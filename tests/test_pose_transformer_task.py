@@ -7,7 +7,6 @@ sharded step); the force-aligned variant's loss; the evaluation's figures on han
 predictions; the configs and their errors."""
 
 
-import contextlib
 import json
 
 import jax
@@ -23,7 +22,7 @@ from experiments.studies import pose_transformer_table
 from posejax import geometry
 from posejax.data.batching import pipeline
 from posejax.data.batching.sources import make_source
-from posejax.models import BACKBONES, HRNetConfig
+from posejax.models import HRNetConfig
 from posejax.models.pose_transformer import PoseTransformer
 from posejax.skeleton import H36M
 from posejax.tasks import get_task
@@ -32,6 +31,7 @@ from posejax.train import checkpoints, loop
 from posejax.train import optimizer as optim
 from posejax.train import step as step_lib
 from tests.checkpoints_read import numbers, restored
+from tests.tiny_runs import registered_backbone, shrink
 
 # One xdist worker for the module: its trained-workdir fixture is then built once, not twice.
 pytestmark = pytest.mark.xdist_group("pose_transformer_task")
@@ -45,14 +45,7 @@ MINIMAL_HRNET = HRNetConfig(width=4, stem_channels=8, stage1_planes=4, stage1_bl
 
 @pytest.fixture(scope="module", autouse=True)
 def minimal_backbone():
-  with _minimal_backbone_registered():
-    yield
-
-
-@contextlib.contextmanager
-def _minimal_backbone_registered():
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setitem(BACKBONES, MINIMAL, MINIMAL_HRNET)
+  with registered_backbone(MINIMAL, MINIMAL_HRNET):
     yield
 
 
@@ -61,14 +54,7 @@ def _config(matching="hungarian", steps=3, **train):
   config.model.update(name=MINIMAL, d_model=16, num_heads=2, ffn_dim=32, encoder_layers=1,
                       decoder_layers=2, num_queries=20, num_levels=2, dropout=0.0)
   config.objective.tolerances = (0.1, 0.0)
-  config.data.update(image_size=32, num_views=2, motion="procedural", occluder_probability=0.0,
-                     workers=0, sizes=dict(train_2d=16, validation=2, test=2))
-  config.batch.labeled = 8  # one image per fake device (tests/conftest.py: 8 CPU devices)
-  config.stages.stage1.steps = steps
-  config.optim.decay_steps = ()
-  config.train.update(dict(dict(log_every=1, checkpoint_every=2, validate_every=0), **train))
-  config.eval.update(samples=2, validation_samples=2)
-  return config
+  return shrink(config, steps=steps, samples=2, train_images=16, **train)
 
 
 
@@ -78,7 +64,7 @@ def trained(tmp_path_factory):
   """A run of 4 steps straight, and one stopped after 2 then resumed to 4."""
   root = tmp_path_factory.mktemp("pose_transformer")
   straight, resumed = root / "straight", root / "resumed"
-  with _minimal_backbone_registered():  # a session fixture is built before the module's
+  with registered_backbone(MINIMAL, MINIMAL_HRNET):  # before the module's autouse fixture
     results = loop.train_and_evaluate(_config(steps=4), str(straight))
     stopped = _config(steps=4)
     stopped.train.steps = 2  # "killed" after 2 steps

@@ -2,7 +2,6 @@
 predict): a trained workdir's poses on image files and beside the test truth, for a workdir of
 each task (pose25d, DeepPose stages 1 and 2, the pose transformer; 1-step runs at tiny sizes)."""
 
-import contextlib
 import json
 import pathlib
 import subprocess
@@ -23,11 +22,12 @@ from posejax import geometry, viz
 from posejax.data.batching.sources import make_source
 from posejax.data.real import crop
 from posejax.data.render import synthetic
-from posejax.models import BACKBONES, HRNetConfig, PoseNet
+from posejax.models import HRNetConfig, PoseNet
 from posejax.models.inference import predict_metric
 from posejax.skeleton import H36M
 from posejax.tasks import get_task
 from posejax.train import checkpoints, loop
+from tests.tiny_runs import registered_backbone, shrink
 
 # One worker builds the module's three trained workdirs (tests/conftest.py).
 pytestmark = pytest.mark.xdist_group("predict")
@@ -62,27 +62,13 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_hrnet():
-  with _tiny_hrnet_registered():
-    yield
-
-
-@contextlib.contextmanager
-def _tiny_hrnet_registered():
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setitem(BACKBONES, TINY_HRNET_NAME, TINY_HRNET)
+  with registered_backbone(TINY_HRNET_NAME, TINY_HRNET):
     yield
 
 
 def tiny_run(config):
   """`config` shrunk to one training step on 8 images of 32 px, one test sample of 2 views."""
-  config.data.update(image_size=TINY_SIZE, num_views=2, motion="procedural", workers=0,
-                     occluder_probability=0.0, sizes=dict(train_2d=8, validation=1, test=1))
-  config.batch.labeled = 8  # one image per fake device (tests/conftest.py: 8 CPU devices)
-  config.stages.stage1.steps = 1
-  config.optim.decay_steps = ()
-  config.train.update(log_every=1, checkpoint_every=1, validate_every=0)
-  config.eval.update(samples=1, validation_samples=1)
-  return config
+  return shrink(config, steps=1, samples=1, train_images=8, checkpoint_every=1)
 
 
 def deeppose_config(stage: int, previous: str = ""):
@@ -110,7 +96,7 @@ def pose_transformer_workdir(tmp_path_factory):
                       dropout=0.0)
   config.objective.tolerances = (0.1, 0.0)
   path = tmp_path_factory.mktemp("pose_transformer")
-  with _tiny_hrnet_registered():  # a session fixture is built before the module's
+  with registered_backbone(TINY_HRNET_NAME, TINY_HRNET):  # before the module's autouse one
     loop.train_and_evaluate(config, str(path))
   return str(path)
 
