@@ -16,10 +16,10 @@ def get_config(arg: str | None = None):
   config.data.update(image_size=32, num_views=2, motion="procedural", workers=0,
                      occluder_probability=0.0)
   config.batch.update(labeled=8, multiview=4, num_views=2)  # split over 2 processes x 2 devices
-  # The smallest HRNet: these runs test processes, signals and checkpoints, and compiling is
-  # their cost. (The tolerances of tests/test_multiprocess.py hold for it as for
-  # hrnet_w8_small, with which they were first measured: BUILD_NOTES.md, session 10.)
-  config.model.name = "hrnetv2_w4_minimal"
+  # The cheapest HRNet (two branches): these runs test processes, signals and checkpoints, and
+  # tracing and compiling are their cost. (The tolerances of tests/test_multiprocess.py were
+  # measured with hrnet_w8_small and hold for it: BUILD_NOTES.md, sessions 10 and 11.)
+  config.model.name = "hrnetv2_w4_micro"
   config.optim.clip_norm = 0.0
   config.loss_weights.depth = 5.0
   config.train.update(log_every=1, checkpoint_every=1)

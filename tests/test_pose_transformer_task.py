@@ -22,7 +22,6 @@ from experiments.studies import pose_transformer_table
 from posejax import geometry
 from posejax.data.batching import pipeline
 from posejax.data.batching.sources import make_source
-from posejax.models import HRNetConfig
 from posejax.models.pose_transformer import PoseTransformer
 from posejax.skeleton import H36M
 from posejax.tasks import get_task
@@ -31,22 +30,14 @@ from posejax.train import checkpoints, loop
 from posejax.train import optimizer as optim
 from posejax.train import step as step_lib
 from tests.checkpoints_read import numbers, restored
-from tests.tiny_runs import registered_backbone, shrink
+from tests.tiny_runs import shrink
 
 # One xdist worker for the module: its trained-workdir fixture is then built once, not twice.
 pytestmark = pytest.mark.xdist_group("pose_transformer_task")
 
 J = H36M.num_joints
-MINIMAL = "two_branch_hrnet_for_tests"
-# Two branches (strides 4 and 8): two levels for the transformer.
-MINIMAL_HRNET = HRNetConfig(width=4, stem_channels=8, stage1_planes=4, stage1_blocks=1,
-                            stage_modules=(1,), stage_blocks=1, concat_branches=True)
+MINIMAL = "hrnetv2_w4_micro"  # two branches (strides 4 and 8): two levels for the transformer
 
-
-@pytest.fixture(scope="module", autouse=True)
-def minimal_backbone():
-  with registered_backbone(MINIMAL, MINIMAL_HRNET):
-    yield
 
 
 def _config(matching="hungarian", steps=3, **train):
@@ -64,12 +55,11 @@ def trained(tmp_path_factory):
   """A run of 4 steps straight, and one stopped after 2 then resumed to 4."""
   root = tmp_path_factory.mktemp("pose_transformer")
   straight, resumed = root / "straight", root / "resumed"
-  with registered_backbone(MINIMAL, MINIMAL_HRNET):  # before the module's autouse fixture
-    results = loop.train_and_evaluate(_config(steps=4), str(straight))
-    stopped = _config(steps=4)
-    stopped.train.steps = 2  # "killed" after 2 steps
-    loop.train_and_evaluate(stopped, str(resumed))
-    resumed_results = loop.train_and_evaluate(_config(steps=4), str(resumed))
+  results = loop.train_and_evaluate(_config(steps=4), str(straight))
+  stopped = _config(steps=4)
+  stopped.train.steps = 2  # "killed" after 2 steps
+  loop.train_and_evaluate(stopped, str(resumed))
+  resumed_results = loop.train_and_evaluate(_config(steps=4), str(resumed))
   return straight, resumed, results, resumed_results
 
 

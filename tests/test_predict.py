@@ -22,12 +22,12 @@ from posejax import geometry, viz
 from posejax.data.batching.sources import make_source
 from posejax.data.real import crop
 from posejax.data.render import synthetic
-from posejax.models import HRNetConfig, PoseNet
+from posejax.models import PoseNet
 from posejax.models.inference import predict_metric
 from posejax.skeleton import H36M
 from posejax.tasks import get_task
 from posejax.train import checkpoints, loop
-from tests.tiny_runs import registered_backbone, shrink
+from tests.tiny_runs import shrink
 
 # One worker builds the module's three trained workdirs (tests/conftest.py).
 pytestmark = pytest.mark.xdist_group("predict")
@@ -37,11 +37,9 @@ pytestmark = pytest.mark.xdist_group("predict")
 ROOT = pathlib.Path(__file__).parents[1]
 SIZE = 64
 TINY_SIZE = 32  # the DeepPose and pose transformer workdirs' crops
-# The pose transformer's backbone: two branches (two levels), the cheapest to compile
-# (tests/test_pose_transformer_task.py); registered for this module and its subprocesses.
-TINY_HRNET_NAME = "two_branch_hrnet_for_predict_tests"
-TINY_HRNET = HRNetConfig(width=4, stem_channels=8, stage1_planes=4, stage1_blocks=1,
-                         stage_modules=(1,), stage_blocks=1, concat_branches=True)
+# Only the plumbing is tested: the cheapest HRNet, two branches (two levels for the pose
+# transformer).
+TINY_HRNET_NAME = "hrnetv2_w4_micro"
 
 
 @pytest.fixture(scope="session")  # built once: tests/conftest.py
@@ -51,19 +49,13 @@ def workdir(tmp_path_factory):
   config.data.update(image_size=SIZE, num_views=1, motion="procedural", workers=0,
                      occluder_probability=0.0)
   config.batch.update(labeled=8)
-  config.model.name = "hrnetv2_w4_minimal"  # only the plumbing is tested: the cheapest HRNet
+  config.model.name = TINY_HRNET_NAME
   config.stages.stage1.steps = 1
   config.train.update(log_every=1, checkpoint_every=1)
   config.eval.update(samples=1, validation_samples=1)
   path = tmp_path_factory.mktemp("workdir")
   loop.train_and_evaluate(config, str(path))
   return str(path)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_hrnet():
-  with registered_backbone(TINY_HRNET_NAME, TINY_HRNET):
-    yield
 
 
 def tiny_run(config):
@@ -96,8 +88,7 @@ def pose_transformer_workdir(tmp_path_factory):
                       dropout=0.0)
   config.objective.tolerances = (0.1, 0.0)
   path = tmp_path_factory.mktemp("pose_transformer")
-  with registered_backbone(TINY_HRNET_NAME, TINY_HRNET):  # before the module's autouse one
-    loop.train_and_evaluate(config, str(path))
+  loop.train_and_evaluate(config, str(path))
   return str(path)
 
 
@@ -381,14 +372,11 @@ def test_a_prediction_predict_cannot_write_is_a_clear_error(photo, tmp_path):
 
 
 def show_predictions_sheet(workdir, out) -> np.ndarray:
-  """`python -m experiments.show_predictions --workdir=WORKDIR --out=OUT --size=PANEL` (a
-  process of its own, with this module's tiny HRNet registered): the sheet's pixels."""
-  code = (f"from posejax.models import BACKBONES, HRNetConfig; "
-          f"BACKBONES[{TINY_HRNET_NAME!r}] = {TINY_HRNET!r}; "
-          "from experiments import cli, show_predictions; cli.run(show_predictions.main)")
-  run = subprocess.run([sys.executable, "-c", code, f"--workdir={workdir}", f"--out={out}",
-                        f"--size={PANEL}"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300, check=False)
+  """`python -m experiments.show_predictions --workdir=WORKDIR --out=OUT --size=PANEL`, as a
+  user runs it: the sheet's pixels."""
+  run = subprocess.run([sys.executable, "-m", "experiments.show_predictions",
+                        f"--workdir={workdir}", f"--out={out}", f"--size={PANEL}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, check=False)
   assert run.returncode == 0, run.stdout + run.stderr
   assert f"wrote {out}: 1 test samples" in run.stdout
   with Image.open(out) as sheet:

@@ -35,7 +35,7 @@ def _uneven_source():
 
 
 def test_labels_are_the_models_joints_and_only_confident_present_ones_count():
-  model = create_model("hrnet_w8_small", rngs=nnx.Rngs(0))
+  model = create_model("hrnetv2_w4_micro", rngs=nnx.Rngs(0))
   model.eval()
   source = _uneven_source()
   assert pseudo_labels.stream_size(source) == 3

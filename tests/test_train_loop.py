@@ -33,7 +33,7 @@ def tiny_config(stages, stage_steps, **train):
   config.data.update(image_size=32, num_views=2, motion="procedural", workers=0,
                      occluder_probability=0.0)
   config.batch.update(labeled=8, multiview=8, num_views=2)
-  config.model.name = "hrnetv2_w4_minimal"  # compiling is these tests' cost
+  config.model.name = "hrnetv2_w4_micro"  # tracing the step is these tests' cost
   config.train.update(**dict(dict(log_every=1, checkpoint_every=2), **train))
   config.eval.update(samples=1, validation_samples=1)
   return config

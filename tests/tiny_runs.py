@@ -1,11 +1,5 @@
-"""Shared pieces of the tests that train a task through the real loop on tiny data: a config
-shrunk to a few steps on 32-px crops, and a test-only backbone in the registry."""
-
-import contextlib
-
-import pytest
-
-from posejax.models import BACKBONES, HRNetConfig
+"""The tests that train a task through the real loop on tiny data: a config shrunk to a few
+steps on 32-px crops."""
 
 
 def shrink(config, *, steps: int, samples: int, train_images: int, **train):
@@ -21,12 +15,3 @@ def shrink(config, *, steps: int, samples: int, train_images: int, **train):
   config.train.update(dict(dict(log_every=1, checkpoint_every=2, validate_every=0), **train))
   config.eval.update(samples=samples, validation_samples=samples)
   return config
-
-
-@contextlib.contextmanager
-def registered_backbone(name: str, hrnet: HRNetConfig):
-  """`hrnet` in the model registry as `name` while the block runs (a session fixture that
-  trains on it registers it too: it is built before a module's autouse fixtures)."""
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setitem(BACKBONES, name, hrnet)
-    yield

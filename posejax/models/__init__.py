@@ -31,6 +31,12 @@ BACKBONES = {
     "hrnetv2_w4_minimal": HRNetConfig(width=4, stem_channels=8, stage1_planes=4,
                                       stage1_blocks=1, stage_modules=(1, 1, 1), stage_blocks=1,
                                       concat_branches=True),
+    # Not the published structure: stage 1 and one two-branch stage (strides 4 and 8), 14
+    # convolutions to the minimal one's 53. For the tests of what does not depend on the
+    # network (the loop, checkpoints, signals, processes, the tasks' plumbing): a train step
+    # traces in a third of the minimal HRNet's time (BUILD_NOTES.md, session 11).
+    "hrnetv2_w4_micro": HRNetConfig(width=4, stem_channels=8, stage1_planes=4, stage1_blocks=1,
+                                    stage_modules=(1,), stage_blocks=1, concat_branches=True),
 }
 
 

@@ -32,7 +32,8 @@ class HRNetConfig:
     stem_channels: channels of the two stem convolutions (64 in the paper).
     stage1_planes: Bottleneck planes of stage 1 (64; the stage outputs 4x that).
     stage1_blocks: Bottleneck blocks in stage 1 (4).
-    stage_modules: high-resolution modules in stages 2, 3, 4 ((1, 4, 3)).
+    stage_modules: high-resolution modules in stages 2, 3, 4 ((1, 4, 3)); a shorter tuple
+      stops earlier (stage s has s branches), as the test backbone `hrnetv2_w4_micro` does.
     stage_blocks: BasicBlocks per branch in every module (4).
     concat_branches: output every branch, upsampled to the highest resolution and concatenated
       (the HRNetV2 representation of Sun et al. 2019), instead of the pose HRNet's fused
@@ -43,7 +44,7 @@ class HRNetConfig:
   stem_channels: int = 64
   stage1_planes: int = 64
   stage1_blocks: int = 4
-  stage_modules: tuple[int, int, int] = (1, 4, 3)
+  stage_modules: tuple[int, ...] = (1, 4, 3)
   stage_blocks: int = 4
   concat_branches: bool = False
 
