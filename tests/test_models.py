@@ -43,10 +43,12 @@ def w32_model():
   return PoseNet(HRNet(HRNetConfig(width=32), rngs=rngs(0)), rngs=rngs(1))
 
 
-def small_model(dtype=jnp.float32, seed=0):
-  # The smallest HRNet of the registry: these tests check shapes, dtypes and wiring, which do
-  # not depend on the width; building and compiling is their cost.
-  return create_model("hrnetv2_w4_minimal", dtype=dtype, rngs=nnx.Rngs(seed))
+def small_model(dtype=jnp.float32, seed=0, name="hrnetv2_w4_micro"):
+  # Small HRNets of the registry: these tests check shapes, dtypes and wiring, which do not
+  # depend on the width; building and compiling is their cost. The two-branch micro HRNet
+  # where the structure does not matter either; the minimal one (every structure of the
+  # published HRNet) where a dtype or a gradient must pass through all of it.
+  return create_model(name, dtype=dtype, rngs=nnx.Rngs(seed))
 
 
 # A model's forward pass, compiled: run eagerly, each of an HRNet's hundreds of ops is a
@@ -239,7 +241,7 @@ def _loss(predictions):
 def test_gradient_through_the_whole_model_is_finite_in_float32_and_bfloat16():
   images, cameras = _batch()
   for dtype in (jnp.float32, jnp.bfloat16):
-    model = small_model(dtype)
+    model = small_model(dtype, name="hrnetv2_w4_minimal")
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     def loss_fn(params, rest):
@@ -257,8 +259,8 @@ def test_gradient_through_the_whole_model_is_finite_in_float32_and_bfloat16():
 
 def test_bfloat16_compute_keeps_geometry_in_float32_and_close_to_float32():
   images, cameras = _batch(1, 2)
-  full = small_model(jnp.float32)
-  half = small_model(jnp.bfloat16)
+  full = small_model(jnp.float32, name="hrnetv2_w4_minimal")
+  half = small_model(jnp.bfloat16, name="hrnetv2_w4_minimal")
   nnx.update(half, nnx.state(full))  # same float32 parameters
   full.eval()
   half.eval()
