@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,21 @@ def tiny_config(stages, stage_steps, **train):
   config.train.update(**dict(dict(log_every=1, checkpoint_every=2), **train))
   config.eval.update(samples=1, validation_samples=1)
   return config
+
+
+def plain_2d_config(steps):
+  """Stage 1 alone with plain Adam (no clipping, unlike stage 2: another optimiser state)."""
+  config = tiny_config("2d", steps)
+  config.optim.clip_norm = 0.0
+  return config
+
+
+@pytest.fixture(scope="session")  # built once per worker: tests/conftest.py
+def trained_2d(tmp_path_factory):
+  """A workdir of plain_2d_config(2), trained once; a test that writes into it copies it."""
+  path = tmp_path_factory.mktemp("trained_2d")
+  loop.train_and_evaluate(plain_2d_config(2), str(path))
+  return path
 
 
 def final_params(workdir):
@@ -74,16 +90,14 @@ def _flat(tree):
   return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
 
 
-def test_stage_two_starts_from_stage_one_weights_with_a_fresh_optimiser(tmp_path, capsys):
-  stage1 = tiny_config("2d", 2)
-  stage1.optim.clip_norm = 0.0  # plain Adam; stage 2 clips: another optimiser state
-  loop.train_and_evaluate(stage1, str(tmp_path / "stage1"))
-  config = tiny_config("ws", 1)
-  config.init_from = str(tmp_path / "stage1")
+def test_stage_two_starts_from_stage_one_weights_with_a_fresh_optimiser(trained_2d, tmp_path,
+                                                                        capsys):
+  config = tiny_config("ws", 1)  # stage 2 clips its gradient: another optimiser state
+  config.init_from = str(trained_2d)
   config.stages.stage1.optim.learning_rate = 0.0  # the weights stay where stage 1 left them
   loop.train_and_evaluate(config, str(tmp_path / "stage2"))
-  assert f"initialised the model from {tmp_path / 'stage1'} (step 2)" in capsys.readouterr().out
-  first, second = restored(tmp_path / "stage1", 2), restored(tmp_path / "stage2", 1)
+  assert f"initialised the model from {trained_2d} (step 2)" in capsys.readouterr().out
+  first, second = restored(trained_2d, 2), restored(tmp_path / "stage2", 1)
   np.testing.assert_array_equal(_flat(second["params"]), _flat(first["params"]))
   # BatchNorm statistics moved one momentum step from stage 1's, far less than from a fresh
   # model's (the one stage 2 would have had without init_from).
@@ -99,26 +113,26 @@ def test_stage_two_starts_from_stage_one_weights_with_a_fresh_optimiser(tmp_path
     loop.train_and_evaluate(config, str(tmp_path / "stage2b"))
 
 
-def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-  loop.train_and_evaluate(tiny_config("2d", 2), str(tmp_path))
-  good_step, good_params = final_params(tmp_path)
-  config = tiny_config("2d", 6)
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(trained_2d, tmp_path):
+  workdir = shutil.copytree(trained_2d, tmp_path / "run")
+  good_step, good_params = final_params(workdir)
+  config = plain_2d_config(6)
   config.optim.learning_rate = float("nan")
   with pytest.raises(loop.NonFiniteError, match="last good checkpoint \\(step 2\\)"):
-    loop.train_and_evaluate(config, str(tmp_path))
-  step, params = final_params(tmp_path)
+    loop.train_and_evaluate(config, str(workdir))
+  step, params = final_params(workdir)
   assert step == good_step == 2
   for a, b in zip(params, good_params):
     np.testing.assert_array_equal(a, b)
 
 
-def test_damaged_checkpoint_is_a_clear_error(tmp_path):
-  loop.train_and_evaluate(tiny_config("2d", 2), str(tmp_path))
-  for path in (tmp_path / "checkpoints" / "2").rglob("*"):
+def test_damaged_checkpoint_is_a_clear_error(trained_2d, tmp_path):
+  workdir = shutil.copytree(trained_2d, tmp_path / "run")
+  for path in (workdir / "checkpoints" / "2").rglob("*"):
     if path.is_file():
       path.write_bytes(b"garbage")
   with pytest.raises(RuntimeError, match="Cannot restore checkpoint 2"):
-    loop.train_and_evaluate(tiny_config("2d", 4), str(tmp_path))
+    loop.train_and_evaluate(plain_2d_config(4), str(workdir))
 
 
 def test_stage_one_then_weak_supervision_in_one_run_keeps_the_best_and_writes_tensorboard(
@@ -149,10 +163,8 @@ def test_stage_one_then_weak_supervision_in_one_run_keeps_the_best_and_writes_te
   assert np.isfinite(results["mpjpe"])
 
 
-def test_evaluation_per_action_weights_views_like_the_whole(tmp_path):
-  config = tiny_config("2d", 1)
-  loop.train_and_evaluate(config, str(tmp_path))
-  model, _ = checkpoints.restore_model(str(tmp_path))
+def test_evaluation_per_action_weights_views_like_the_whole(trained_2d):
+  model, config = checkpoints.restore_model(str(trained_2d))
   plain = make_source(config.data)
 
   def with_actions(stream, index):
