@@ -9,19 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import numpy as np
 
 from posejax import metrics
 from posejax.data.batching.sources import Source
 
 
+# One program: run op by op, the metrics (Procrustes' SVD among them) compiled each of their
+# ops on first use in every process, 2-4 s of a short run's evaluation (BUILD_NOTES.md,
+# session 11).
+@jax.jit
+def _metrics(poses, truths) -> dict[str, jax.Array]:
+  return {"mpjpe": metrics.mpjpe(poses, truths), "n_mpjpe": metrics.n_mpjpe(poses, truths),
+          "pa_mpjpe": metrics.pa_mpjpe(poses, truths), "pck": metrics.pck_3d(poses, truths),
+          "auc": metrics.auc_3d(poses, truths)}
+
+
 def metrics_of(poses, truths) -> dict[str, np.ndarray]:
   """Per-view errors (mm) and 3D PCK / AUC of [N, J, 3] predictions and ground truths."""
-  return {"mpjpe": np.asarray(metrics.mpjpe(poses, truths)),
-          "n_mpjpe": np.asarray(metrics.n_mpjpe(poses, truths)),
-          "pa_mpjpe": np.asarray(metrics.pa_mpjpe(poses, truths)),
-          "pck": np.asarray(metrics.pck_3d(poses, truths)),
-          "auc": np.asarray(metrics.auc_3d(poses, truths))}
+  return {name: np.asarray(value) for name, value in _metrics(poses, truths).items()}
 
 
 def _action_name(action) -> str:

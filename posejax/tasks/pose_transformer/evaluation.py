@@ -18,8 +18,11 @@ bone lengths (`geometry.estimate_scale`, as PoseNet's `inference.predict_metric`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from posejax import geometry, matching, metrics
@@ -47,15 +50,33 @@ def layer_readouts(logits, coords, model_matching: str) -> tuple[np.ndarray, np.
 
 
 def oracle_readouts(logits, coords, truth_mm, settings: Settings, model_matching: str,
-                    skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray]:
+                    skeleton: Skeleton):
   """(poses [L, V, J, 3], query_for_joint [L, V, J]) of every decoder layer with the training
   assignment against the truth (every joint labeled)."""
   target = target_pose(truth_mm, skeleton)
-  mask = np.ones(target.shape[:-1], bool)
-  query_for_joint = np.stack([
-      np.asarray(assignment(layer_logits, layer_coords, target, mask, settings, model_matching))
+  mask = jnp.ones(target.shape[:-1], bool)
+  query_for_joint = jnp.stack([
+      assignment(layer_logits, layer_coords, target, mask, settings, model_matching)
       for layer_logits, layer_coords in zip(logits, coords)])
-  return np.asarray(matching.gather_queries(coords, query_for_joint)), query_for_joint
+  return matching.gather_queries(coords, query_for_joint), query_for_joint
+
+
+# One program per number of views: run op by op, the read-outs and a Hungarian solve per layer
+# compiled each of their ops on first use, 4-5 s of a short run's evaluation (BUILD_NOTES.md,
+# session 11).
+@functools.partial(jax.jit, static_argnames=("settings", "model_matching", "skeleton"))
+def _readouts(logits, coords, truth_mm, *, settings: Settings, model_matching: str,
+              skeleton: Skeleton) -> dict[str, jax.Array]:
+  """view_records' poses, oracle_poses, class_query and oracle_query of one sample."""
+  poses, _ = read_out(logits, coords, model_matching)
+  oracle_poses, oracle_query = oracle_readouts(logits, coords, truth_mm, settings,
+                                               model_matching, skeleton)
+  if model_matching == "fixed":
+    class_query = oracle_query[-1]
+  else:
+    class_query = matching.class_assignment(logits[-1])[0]
+  return dict(poses=poses, oracle_poses=oracle_poses, class_query=class_query,
+              oracle_query=oracle_query[-1])
 
 
 def view_records(forward: Forward, sample: dict, settings: Settings, model_matching: str,
@@ -70,15 +91,9 @@ def view_records(forward: Forward, sample: dict, settings: Settings, model_match
   truth = take(sample["joints_3d"])[present].astype(np.float32)
   visible = take(sample["joints_2d_mask"])[present].astype(bool)
   logits, coords = (np.asarray(x)[:, present] for x in forward(images))
-  poses, _ = layer_readouts(logits, coords, model_matching)
-  oracle_poses, oracle_query = oracle_readouts(logits, coords, truth, settings, model_matching,
-                                               skeleton)
-  if model_matching == "fixed":
-    class_query = oracle_query[-1]
-  else:
-    class_query = np.asarray(matching.class_assignment(logits[-1])[0])
-  return dict(poses=poses, oracle_poses=oracle_poses, class_query=class_query,
-              oracle_query=oracle_query[-1], truth=truth, visible=visible)
+  records = _readouts(logits, coords, truth, settings=settings, model_matching=model_matching,
+                      skeleton=skeleton)
+  return dict({k: np.asarray(v) for k, v in records.items()}, truth=truth, visible=visible)
 
 
 def _action_name(action) -> str:
