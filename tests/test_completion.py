@@ -1,12 +1,19 @@
-"""posejax.completion (neighbour fill, BERT-style masking, masked loss) and CompletionMLP."""
+"""posejax.completion (neighbour fill, BERT-style masking, masked loss), CompletionMLP, and the
+completion study (experiments.studies.pose_completion) end to end at a tiny size."""
+
+import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import flags
+from absl.testing import flagsaver
 from flax import nnx
 
+from experiments.studies import pose_completion
 from posejax import completion
+from posejax.data.render import synthetic
 from posejax.models.completion import CompletionMLP
 from posejax.skeleton import H36M, Skeleton
 
@@ -110,3 +117,101 @@ def test_completion_mlp_starts_as_the_identity_and_trains():
   leaves = jax.tree_util.tree_leaves(nnx.state(grads, nnx.Param))
   assert all(np.all(np.isfinite(g)) for g in leaves)
   assert np.any(np.asarray(grads.output_layer.kernel[...]) != 0)
+
+
+def bone_cosines(poses):
+  """[..., E, E] cosines between the bone directions of poses [..., J, 3]: unchanged by what
+  placing and viewing a clip frame does (retargeting keeps directions; rotation, translation
+  and scale), so they tell which frame a study pose came from."""
+  children_, parents = (list(side) for side in zip(*H36M.bones))
+  bones = poses[..., children_, :] - poses[..., parents, :]
+  bones = bones / np.linalg.norm(bones, axis=-1, keepdims=True)
+  return bones @ np.swapaxes(bones, -1, -2)
+
+
+def nearest_frame_difference(poses, clips):
+  """[N] for each pose, the largest cosine difference to the clips' closest frame."""
+  frames = bone_cosines(np.concatenate(list(clips.values())).astype(np.float64))
+  return np.abs(bone_cosines(poses.astype(np.float64))[:, None] - frames).max(axis=(-2, -1)
+                                                                              ).min(axis=1)
+
+
+@pytest.fixture(scope="module")
+def clips():
+  pytest.importorskip("pybullet")
+  return pose_completion.split_clips("test")
+
+
+def test_the_study_holds_out_the_renderers_test_clips_and_validates_on_training_clips(clips):
+  training, test = clips
+  renderer_test = synthetic._captured_clips("test")  # pylint: disable=protected-access
+  assert len(test) == len(renderer_test) == 3
+  for ours, theirs in zip(test.values(), renderer_test):
+    np.testing.assert_array_equal(ours, theirs)
+  assert not set(training) & set(test)
+  assert len(training) + len(test) == len(synthetic.motion.deepmimic_clip_paths())
+  kept, validation = pose_completion.split_clips("validation")
+  assert set(kept) | set(validation) == set(training) and not set(kept) & set(validation)
+  assert len(validation) == 3
+
+
+def test_the_training_pool_is_of_training_clips(clips):
+  training, test = clips
+  pool = pose_completion.training_pool(training, 32, seed=0)
+  assert pool.shape == (32, 17, 3) and pool.dtype == np.float32
+  np.testing.assert_allclose(pool[:, H36M.root], 0, atol=1e-6)
+  k, l = H36M.scale_pair
+  np.testing.assert_allclose(np.linalg.norm(pool[:, k] - pool[:, l], axis=-1), 1, rtol=1e-5)
+  assert np.all(nearest_frame_difference(pool, training) < 1e-4)
+  assert np.all(nearest_frame_difference(pool, test) > 1e-2)
+
+
+def test_pose_completion_study_end_to_end(clips, tmp_path):
+  training, test = clips
+  with flagsaver.flagsaver():
+    argv = flags.FLAGS(["pose_completion", f"--workdir={tmp_path}", "--steps=4",
+                        "--batch_size=8", "--train_poses=64", "--test_poses=24", "--hidden=16",
+                        "--blocks=1", "--log_every=2"])
+    pose_completion.main(argv)
+  results = json.loads((tmp_path / "completion.json").read_text())
+  for key in ("fill_error", "fill_error_mm", "completion_error", "completion_error_mm", "ratio",
+              "ratio_mm", "network_unselected_error", "completed_unselected_error", "passed",
+              "bar", "evaluation_clips", "training_clips", "loss_history"):
+    assert key in results
+  assert results["evaluation_clips"] == list(test) and results["training_clips"] == list(training)
+  assert len(results["loss_history"]) == 2 and np.all(np.isfinite(results["loss_history"]))
+
+  with np.load(tmp_path / "evaluation.npz") as evaluation:
+    truth, scale_mm, selected, completed = (evaluation[k] for k in (
+        "truth", "scale_mm", "selected", "completed"))
+  assert truth.shape == completed.shape == (24, 17, 3)
+  np.testing.assert_array_equal(selected.sum(-1), 3)
+  # The measured poses are frames of the test clips, none of a training clip.
+  assert np.all(nearest_frame_difference(truth, test) < 1e-4)
+  assert np.all(nearest_frame_difference(truth, training) > 1e-2)
+
+  # Every selected joint was filled: the fill error is neighbour_fill's own on those joints.
+  fill = np.asarray(completion.neighbour_fill(truth, H36M))
+  fill_distance = np.linalg.norm(fill - truth, axis=-1)
+  assert results["fill_error"] == pytest.approx(fill_distance[selected].mean(), rel=1e-5)
+  assert results["fill_error_mm"] == pytest.approx(
+      (fill_distance * scale_mm[:, None])[selected].mean(), rel=1e-5)
+  completion_distance = np.linalg.norm(completed - truth, axis=-1)
+  assert results["completion_error"] == pytest.approx(completion_distance[selected].mean(),
+                                                      rel=1e-5)
+  assert results["ratio"] == pytest.approx(results["completion_error"] / results["fill_error"])
+  # The completed pose keeps the unselected joints exactly.
+  np.testing.assert_array_equal(completed[~selected], truth[~selected])
+  assert results["completed_unselected_error"] == 0.0
+
+  # The saved parameters reproduce the network's completion of the filled joints.
+  model = CompletionMLP(H36M, hidden=16, blocks=1, rngs=nnx.Rngs(1))
+  pose_completion.restore_parameters(model, str(tmp_path / "parameters.npz"))
+  model.eval()
+  masked = np.where(selected[..., None], fill, truth)
+  np.testing.assert_allclose(np.asarray(model(masked, selected))[selected], completed[selected],
+                             atol=1e-5)
+  with pytest.raises(ValueError, match="another CompletionMLP"):
+    pose_completion.restore_parameters(CompletionMLP(H36M, hidden=8, blocks=1,
+                                                     rngs=nnx.Rngs(1)),
+                                       str(tmp_path / "parameters.npz"))
