@@ -14,7 +14,7 @@ from flax import nnx
 from experiments.studies import pose_completion
 from posejax import completion
 from posejax.data.render import synthetic
-from posejax.models.completion import CompletionMLP
+from posejax.models.completion import CompletionMLP, complete_undetected
 from posejax.skeleton import H36M, Skeleton
 
 # A 5-joint toy tree: 0 root with children 1 and 3; 1 -> 2; 3 -> 4.
@@ -215,3 +215,25 @@ def test_pose_completion_study_end_to_end(clips, tmp_path):
     pose_completion.restore_parameters(CompletionMLP(H36M, hidden=8, blocks=1,
                                                      rngs=nnx.Rngs(1)),
                                        str(tmp_path / "parameters.npz"))
+
+
+def test_complete_undetected_keeps_detected_joints_and_completes_the_others():
+  model = CompletionMLP(H36M, hidden=16, blocks=1, rngs=nnx.Rngs(0))
+  model.eval()
+  pose = np.random.default_rng(3).normal(size=(2, 17, 3)).astype(np.float32)
+  scores = np.full((2, 17), 0.9, np.float32)
+  scores[0, [3, 12]] = 0.1
+  scores[1, 16] = 0.29
+  # An untrained network returns its input: the undetected joints get the neighbour fill.
+  completed, undetected = complete_undetected(model, pose, scores, threshold=0.3)
+  np.testing.assert_array_equal(undetected, scores < 0.3)
+  fill = np.asarray(completion.neighbour_fill(pose, H36M))
+  np.testing.assert_allclose(np.asarray(completed)[undetected], fill[undetected], atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(completed)[~undetected], pose[~undetected])
+  # A trained one (here: any non-zero output layer) moves the undetected joints only.
+  model.output_layer.kernel[...] = jnp.ones_like(model.output_layer.kernel[...])
+  moved, _ = complete_undetected(model, pose, scores, threshold=0.3)
+  expected = np.asarray(model(np.where(undetected[..., None], fill, pose), undetected))
+  np.testing.assert_allclose(np.asarray(moved)[undetected], expected[undetected], atol=1e-5)
+  assert np.abs(np.asarray(moved)[undetected] - fill[undetected]).max() > 1e-3
+  np.testing.assert_array_equal(np.asarray(moved)[~undetected], pose[~undetected])

@@ -76,3 +76,22 @@ class CompletionMLP(nnx.Module):
       x = block(x)
     delta = self.output_layer(x).astype(jnp.float32)
     return pose + delta.reshape(pose.shape)
+
+
+def complete_undetected(model: CompletionMLP, pose, scores, threshold: float):
+  """A predicted pose's undetected joints (score below `threshold`) neighbour-filled, then
+  completed by `model`; the detected joints are kept as predicted.
+
+  Args:
+    model: a trained CompletionMLP (in eval mode).
+    pose: [..., J, 3] scale-normalised, root-relative (the pose transformer's `pose_3d`).
+    scores: [..., J] the joints' scores (its `joint_scores`).
+    threshold: joints scoring below it count as undetected.
+
+  Returns:
+    (pose [..., J, 3] float32, undetected [..., J] bool).
+  """
+  pose = jnp.asarray(pose, jnp.float32)
+  undetected = jnp.asarray(scores) < threshold
+  filled = jnp.where(undetected[..., None], completion.neighbour_fill(pose, model.skeleton), pose)
+  return jnp.where(undetected[..., None], model(filled, undetected), pose), undetected
