@@ -23,6 +23,11 @@ those kept joints is reported too.
 --evaluate_on=validation chooses settings without looking at the test clips: every 4th
 training clip by name is held out of training and measured instead, with the same cameras.
 
+With --transformer=WORKDIR (a pose transformer's run), the acceptance's second half: on that
+model's predictions of its held-out test stream, the joints scoring below --detect_threshold
+(0.3) are neighbour-filled and completed (`models.completion.complete_undetected`), and the
+MPJPE before and after is reported, overall (the bar: at most +1 mm) and on those joints.
+
 Writes WORKDIR/completion.json (the figures, the settings, the clips of each side),
 WORKDIR/parameters.npz (the trained parameters, `restore_parameters` reads them into a
 `CompletionMLP` of the same --hidden and --blocks) and WORKDIR/evaluation.npz (the evaluated
