@@ -169,7 +169,7 @@ def test_the_training_pool_is_of_training_clips(clips):
 def test_pose_completion_study_end_to_end(clips, tmp_path):
   training, test = clips
   with flagsaver.flagsaver():
-    argv = flags.FLAGS(["pose_completion", f"--workdir={tmp_path}", "--steps=4",
+    argv = flags.FLAGS(["pose_completion", f"--out_dir={tmp_path}", "--train_steps=4",
                         "--batch_size=8", "--train_poses=64", "--test_poses=24", "--hidden=16",
                         "--blocks=1", "--log_every=2"])
     pose_completion.main(argv)

@@ -1,6 +1,6 @@
 r"""The completion network's acceptance run: can CompletionMLP repair neighbour-filled joints?
 
-    python -m experiments.studies.pose_completion --workdir=RUNS/completion
+    python -m experiments.studies.pose_completion --out_dir=RUNS/completion
 
 Trains `CompletionMLP` (`posejax.models.completion`) on poses alone and measures it on poses of
 motion it never saw. The poses are the pose transformer's targets: frames of pybullet's
@@ -28,9 +28,9 @@ model's predictions of its held-out test stream, the joints scoring below --dete
 (0.3) are neighbour-filled and completed (`models.completion.complete_undetected`), and the
 MPJPE before and after is reported, overall (the bar: at most +1 mm) and on those joints.
 
-Writes WORKDIR/completion.json (the figures, the settings, the clips of each side),
-WORKDIR/parameters.npz (the trained parameters, `restore_parameters` reads them into a
-`CompletionMLP` of the same --hidden and --blocks) and WORKDIR/evaluation.npz (the evaluated
+Writes OUT_DIR/completion.json (the figures, the settings, the clips of each side),
+OUT_DIR/parameters.npz (the trained parameters, `restore_parameters` reads them into a
+`CompletionMLP` of the same --hidden and --blocks) and OUT_DIR/evaluation.npz (the evaluated
 poses: truth [M, J, 3], scale_mm [M], selected [M, J], completed [M, J, 3]).
 
 Procedural motion, the renderer's other pose source, is left out: it has no clip to hold out,
@@ -63,9 +63,9 @@ from posejax.skeleton import H36M
 from posejax.tasks.pose_transformer.objective import target_pose
 from posejax.train.optimizer import make_optimizer
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where completion.json, parameters.npz and "
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where completion.json, parameters.npz and "
                                "evaluation.npz are written.")
-_STEPS = flags.DEFINE_integer("steps", 3000, "Training steps.", lower_bound=1)
+_STEPS = flags.DEFINE_integer("train_steps", 3000, "Training steps.", lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Poses per training step.", lower_bound=1)
 _TRAIN_POSES = flags.DEFINE_integer("train_poses", 20_000, "Poses in the training pool.",
                                     lower_bound=1)
@@ -75,7 +75,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the training pool, the initiali
                              "batches (the measured poses and their mask are fixed).")
 _HIDDEN = flags.DEFINE_integer("hidden", 512, "Width of the residual MLP.", lower_bound=1)
 _BLOCKS = flags.DEFINE_integer("blocks", 2, "Residual blocks of the MLP.", lower_bound=0)
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "AdamW's peak learning rate "
+_LEARNING_RATE = flags.DEFINE_float("peak_learning_rate", 1e-3, "AdamW's peak learning rate "
                                     "(cosine decay to 0).", lower_bound=0.0)
 _EVALUATE_ON = flags.DEFINE_enum("evaluate_on", "test", ["test", "validation"],
                                  "test: train on every training clip, measure the test clips; "
@@ -321,9 +321,9 @@ def restore_parameters(model: CompletionMLP, path: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required")
-  workdir = os.path.expanduser(_WORKDIR.value)
+  if not _OUT_DIR.value:
+    raise app.UsageError("--out_dir is required")
+  workdir = os.path.expanduser(_OUT_DIR.value)
   os.makedirs(workdir, exist_ok=True)
   start = time.perf_counter()
   training_clips, evaluation_clips = split_clips(_EVALUATE_ON.value)
