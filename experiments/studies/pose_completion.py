@@ -58,6 +58,7 @@ from posejax.data.batching.sources import make_source
 from posejax.evaluators import pose3d
 from posejax.models.completion import CompletionMLP, complete_undetected
 from posejax.tasks import get_task
+from posejax.tasks.pose_transformer import evaluation
 from posejax.train import checkpoints
 from posejax.skeleton import H36M
 from posejax.tasks.pose_transformer.objective import target_pose
@@ -284,17 +285,14 @@ def on_transformer_predictions(model: CompletionMLP, workdir: str,
   before, after, truth = (np.concatenate(x).astype(np.float32) for x in (before, after, truth))
   undetected = np.concatenate(undetected)
 
-  def mpjpe(poses, mask=None) -> float | None:
-    if mask is not None and not mask.any():
-      return None
-    errors = np.linalg.norm(
-        (poses - poses[:, H36M.root:H36M.root + 1]) - (truth - truth[:, H36M.root:H36M.root + 1]),
-        axis=-1)
-    return float(errors.mean() if mask is None else errors[mask].mean())
+  def mpjpe(poses, mask) -> float | None:  # over the joints of mask [M, J], root-aligned
+    return evaluation.pooled_mpjpe(poses, truth, mask)
 
+  everywhere = np.ones_like(undetected)
   return dict(workdir=workdir, detect_threshold=threshold, views=int(len(truth)),
-              undetected_fraction=float(undetected.mean()), mpjpe_before=mpjpe(before),
-              mpjpe_after=mpjpe(after), undetected_mpjpe_before=mpjpe(before, undetected),
+              undetected_fraction=float(undetected.mean()),
+              mpjpe_before=mpjpe(before, everywhere), mpjpe_after=mpjpe(after, everywhere),
+              undetected_mpjpe_before=mpjpe(before, undetected),
               undetected_mpjpe_after=mpjpe(after, undetected))
 
 
