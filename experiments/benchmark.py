@@ -16,6 +16,14 @@ Sections (run in this order, each prints rows of one table):
             time and images/s, beside the input pipeline's images/s for the same batch
             (rendered on the fly and, with --train_data_dir, from a prepared data dir). Each
             device count runs in a fresh process (fake CPU devices are fixed at JAX's start).
+  torch:    the same HRNet train step in posejax and in the HRNet authors' PyTorch model, side
+            by side: forward, MSE on 34 maps from a 1x1 head, backward and Adam, float32, per
+            --torch_models x --torch_sizes (square inputs), batch --torch_batch. posejax jitted
+            (compile and a warm-up step excluded), PyTorch eager on os.cpu_count() threads (one
+            warm-up step excluded); images/s of each and posejax / PyTorch. Both networks have
+            the same layers (their parameter counts are in the table). Needs PyTorch
+            (pip install "posejax[torch]") and --pose_hrnet=.../lib/models/pose_hrnet.py from
+            the authors' repository; without either it is skipped and says which is missing.
 
 Timings are wall-clock medians over `--repeats` runs after compilation; compile time is
 lowering + XLA compilation. Record results in BUILD_NOTES.md with the machine they ran on.
@@ -36,10 +44,12 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import app, flags, logging
 
 from flax import nnx
 
+from experiments import authors_hrnet
 from experiments.configs import synthetic as synthetic_config
 from posejax import geometry, losses, models
 from posejax.data.batching import pipeline, sources
@@ -50,7 +60,8 @@ from posejax.train import loop
 from posejax.train import optimizer as optim
 from posejax.train import step as step_lib
 
-_SECTIONS = flags.DEFINE_list("sections", ["accuracy", "geometry", "data", "model", "train"],
+_SECTIONS = flags.DEFINE_list("sections",
+                              ["accuracy", "geometry", "data", "model", "train", "torch"],
                               "Which benchmark sections to run.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed runs per measurement (median reported).")
 _SIZES = flags.DEFINE_list("geometry_samples", ["32", "3200"],
@@ -77,6 +88,16 @@ _TRAIN_WORKER = flags.DEFINE_integer(
     "train_worker", None, "Internal: run the train cases on this many devices in this process "
     "and print their rows as JSON (the train section starts one such process per count).")
 _JSON = flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+_TORCH_MODELS = flags.DEFINE_list(
+    "torch_models", ["hrnet_w32", "hrnetv2_w8_small"],
+    "Torch section: posejax backbones (posejax.models.BACKBONES) to time against the authors' "
+    "PyTorch HRNet built with the same layers. hrnetv2_w8_small: the synthetic config's model.")
+_TORCH_SIZES = flags.DEFINE_list("torch_sizes", ["64", "128", "256"],
+                                 "Torch section: square input sizes in pixels.")
+_TORCH_BATCH = flags.DEFINE_integer("torch_batch", 4, "Torch section: images per train step.")
+_TORCH_THREADS = flags.DEFINE_integer(
+    "torch_threads", None, "Torch section: PyTorch's intra-op threads (default os.cpu_count()).")
+flags.adopt_module_key_flags(authors_hrnet)  # --pose_hrnet: the authors' pose_hrnet.py
 
 NUM_VIEWS = 4
 
@@ -534,6 +555,144 @@ def train_section(cases, device_counts, repeats: int, workers: int,
   return [dict(row, **rates[row["case"]]) for row in rows]
 
 
+# ------------------------------------------------------------------------------------- torch
+
+TORCH_OUTPUTS = 34  # the synthetic job's head: 17 heatmaps + 17 depth maps
+
+
+class MapNet(nnx.Module):
+  """An HRNet and a 1x1 convolution (with bias) to `outputs` maps: the authors' pose HRNet
+  layout, which their final_layer shares."""
+
+  def __init__(self, config: models.HRNetConfig, outputs: int, *, rngs: nnx.Rngs):
+    self.backbone = models.HRNet(config, rngs=rngs)
+    self.head = nnx.Conv(self.backbone.out_channels, outputs, (1, 1), rngs=rngs)
+
+  def __call__(self, images):
+    return self.head(self.backbone(images))
+
+
+def _posejax_map_step(config: models.HRNetConfig, image_size: int, batch_size: int,
+                      repeats: int) -> dict:
+  """Seconds per jitted train step (forward, MSE, backward, Adam) and compile time."""
+  model = MapNet(config, TORCH_OUTPUTS, rngs=nnx.Rngs(0))
+  model.train()
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  tx = optax.adam(1e-3)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(batch_size, image_size, image_size, 3)), jnp.float32)
+  targets = jnp.asarray(rng.normal(size=(batch_size, image_size // 4, image_size // 4,
+                                         TORCH_OUTPUTS)), jnp.float32)
+
+  def step(params, rest, opt_state, images, targets):
+    def loss(params):
+      net = nnx.merge(graphdef, params, rest, copy=True)  # BatchNorm updates its statistics
+      value = jnp.mean(jnp.square(net(images) - targets))
+      return value, nnx.state(net, nnx.Not(nnx.Param))
+    (value, rest), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), rest, opt_state, value
+
+  state = (params, rest, tx.init(params))
+  start = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=(0, 1, 2)).lower(*state, images, targets).compile()
+  compile_seconds = time.perf_counter() - start
+  *state, value = jax.block_until_ready(compiled(*state, images, targets))  # warm-up
+  times = []
+  for _ in range(repeats):  # donated: each step consumes the previous state
+    start = time.perf_counter()
+    *state, value = jax.block_until_ready(compiled(*state, images, targets))
+    times.append(time.perf_counter() - start)
+  if not np.isfinite(float(value)):
+    raise FloatingPointError(f"posejax loss {float(value)}")
+  return dict(seconds=statistics.median(times), compile_s=compile_seconds,
+              params=models.count_parameters(model))
+
+
+def _torch_map_step(torch, pose_hrnet, config: models.HRNetConfig, image_size: int,
+                    batch_size: int, repeats: int) -> dict:
+  """Seconds per eager train step of the authors' model with the same layers."""
+  torch.manual_seed(0)
+  model = authors_hrnet.build_authors_model(pose_hrnet, config, TORCH_OUTPUTS)
+  model.train()
+  optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+  images = torch.randn(batch_size, 3, image_size, image_size)
+  targets = torch.randn(batch_size, TORCH_OUTPUTS, image_size // 4, image_size // 4)
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    maps = model(images)
+    if maps.shape != targets.shape:  # mse_loss would broadcast
+      raise ValueError(f"The authors' model gave maps of shape {tuple(maps.shape)}")
+    loss = torch.nn.functional.mse_loss(maps, targets)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+  step()  # warm-up: oneDNN primitives, Adam's state
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    value = step()
+    times.append(time.perf_counter() - start)
+  if not np.isfinite(value):
+    raise FloatingPointError(f"PyTorch loss {value}")
+  return dict(seconds=statistics.median(times),
+              params=sum(p.numel() for p in model.parameters()))
+
+
+def torch_skip_reason(pose_hrnet_path: str | None) -> str | None:
+  """Why the torch section cannot run (what to install / pass), or None."""
+  missing = []
+  try:
+    import torch  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    missing.append('PyTorch is not installed: pip install "posejax[torch]" (a CPU build is '
+                   "enough)")
+  if not pose_hrnet_path:
+    missing.append("no --pose_hrnet: pass --pose_hrnet=/path/to/deep-high-resolution-net."
+                   "pytorch/lib/models/pose_hrnet.py (the HRNet authors' model, not shipped)")
+  elif not os.path.isfile(pose_hrnet_path):
+    missing.append(f"--pose_hrnet={pose_hrnet_path} is not a file: pass the HRNet authors' "
+                   "deep-high-resolution-net.pytorch/lib/models/pose_hrnet.py")
+  return "; ".join(missing) or None
+
+
+def torch_section(model_names, sizes, batch_size: int, repeats: int,
+                  pose_hrnet_path: str | None, threads: int | None = None) -> list[dict]:
+  """posejax vs the authors' PyTorch HRNet, one row per model and size (or one "skipped" row
+  saying what is missing).
+
+  Run it on an otherwise idle machine: PyTorch's OpenMP threads wait for each other at every
+  operation, and a core taken by another process stalls them all (on 2 loaded cores a step of
+  the small model at 64 px took 9 s on 2 threads, 0.04 s on 1), far more than it slows XLA's
+  thread pool. The rows carry the 1-minute load average at their start.
+  """
+  reason = torch_skip_reason(pose_hrnet_path)
+  if reason:
+    print(f"  torch section skipped: {reason}", flush=True)
+    return [dict(section="torch", case="skipped", reason=reason)]
+  import torch  # pylint: disable=import-outside-toplevel
+  configs = {name: models.BACKBONES[name] for name in model_names}  # unknown: KeyError first
+  pose_hrnet = authors_hrnet.load_pose_hrnet(pose_hrnet_path)
+  torch.set_num_threads(threads or os.cpu_count())
+  rows = []
+  for name, config in configs.items():
+    for size in sizes:
+      print(f"  measuring {name} {size}px ...", flush=True)
+      load = os.getloadavg()[0]
+      ours = _posejax_map_step(config, int(size), batch_size, repeats)
+      theirs = _torch_map_step(torch, pose_hrnet, config, int(size), batch_size, repeats)
+      posejax_rate, torch_rate = batch_size / ours["seconds"], batch_size / theirs["seconds"]
+      rows.append(dict(
+          section="torch", case=f"{name} {size}px float32", batch=batch_size,
+          params=ours["params"], torch_params=theirs["params"],
+          posejax_compile_s=ours["compile_s"], posejax_img_s=posejax_rate,
+          torch_img_s=torch_rate, posejax_over_torch=posejax_rate / torch_rate,
+          torch_threads=torch.get_num_threads(), load_avg_1m=load, torch=torch.__version__))
+  return rows
+
+
 SECTIONS = {
     "data": lambda: data_section(_DATA_WORKERS.value, _REPEATS.value),
     "model": lambda: model_section(_MODELS.value, min(_REPEATS.value, 5)),
@@ -542,6 +701,9 @@ SECTIONS = {
     "train": lambda: train_section(_TRAIN_CONFIGS.value, _TRAIN_DEVICES.value,
                                    min(_REPEATS.value, 5), _DATA_WORKERS.value,
                                    _TRAIN_DATA_DIR.value),
+    "torch": lambda: torch_section(_TORCH_MODELS.value, _TORCH_SIZES.value, _TORCH_BATCH.value,
+                                   min(_REPEATS.value, 5), authors_hrnet.POSE_HRNET.value,
+                                   _TORCH_THREADS.value),
 }
 
 

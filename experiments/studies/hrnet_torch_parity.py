@@ -12,30 +12,18 @@ largest difference of the heatmaps next to PyTorch's own float32-vs-float64 diff
 
 from __future__ import annotations
 
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from flax import nnx
 
+from experiments import authors_hrnet
 from posejax.models import HRNet, HRNetConfig, PoseNet
 from posejax.models.import_torch import import_hrnet_weights
 
-_POSE_HRNET = flags.DEFINE_string("pose_hrnet", None, "Path of the authors' pose_hrnet.py.",
-                                  required=True)
+flags.adopt_module_key_flags(authors_hrnet)  # --pose_hrnet (shared with experiments.benchmark)
 _WIDTHS = flags.DEFINE_list("widths", ["32", "16"], "HRNet widths to check.")
-
-
-def _authors_config(width: int, num_joints: int = 17) -> dict:
-  channels = [width * 2**b for b in range(4)]
-  stage = lambda modules, branches: dict(  # noqa: E731
-      NUM_MODULES=modules, NUM_BRANCHES=branches, BLOCK="BASIC", NUM_BLOCKS=[4] * branches,
-      NUM_CHANNELS=channels[:branches], FUSE_METHOD="SUM")
-  extra = dict(PRETRAINED_LAYERS=["*"], FINAL_CONV_KERNEL=1, STAGE2=stage(1, 2),
-               STAGE3=stage(4, 3), STAGE4=stage(3, 4))
-  return dict(MODEL=dict(EXTRA=extra, NUM_JOINTS=num_joints, INIT_WEIGHTS=False, PRETRAINED=""))
 
 
 def _randomise_batch_norm(model, torch):
@@ -51,7 +39,8 @@ def _randomise_batch_norm(model, torch):
 
 def check_width(pose_hrnet, torch, width: int) -> dict:
   torch.manual_seed(0)
-  reference = pose_hrnet.get_pose_net(_authors_config(width), is_train=False)
+  reference = pose_hrnet.get_pose_net(authors_hrnet.authors_config(HRNetConfig(width=width)),
+                                       is_train=False)
   _randomise_batch_norm(reference, torch)
   reference.eval()
   images = torch.randn(2, 3, 256, 192)
@@ -83,11 +72,13 @@ def main(argv):
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as error:
     raise app.UsageError('This check needs PyTorch: pip install "posejax[torch]"') from error
-  spec = importlib.util.spec_from_file_location("pose_hrnet", _POSE_HRNET.value)
-  if spec is None or spec.loader is None:
-    raise app.UsageError(f"Cannot load {_POSE_HRNET.value!r} as a Python module")
-  pose_hrnet = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(pose_hrnet)
+  if not authors_hrnet.POSE_HRNET.value:
+    raise app.UsageError("Pass --pose_hrnet=/path/to/deep-high-resolution-net.pytorch/lib/"
+                         "models/pose_hrnet.py (the authors' model, not shipped)")
+  try:
+    pose_hrnet = authors_hrnet.load_pose_hrnet(authors_hrnet.POSE_HRNET.value)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from error
   for width in _WIDTHS.value:
     print(check_width(pose_hrnet, torch, int(width)), flush=True)
 

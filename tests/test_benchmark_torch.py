@@ -1,0 +1,92 @@
+"""experiments.benchmark's torch section: skipped, saying what is missing, without PyTorch or
+the authors' pose_hrnet.py; with both, the authors' model has posejax's layers and both steps
+run.
+
+The tests that need PyTorch and the authors' file read its path from $POSEJAX_POSE_HRNET
+(deep-high-resolution-net.pytorch/lib/models/pose_hrnet.py, not shipped) and skip without it.
+Without PyTorch they skip with the one reason .ci/run expects (CI installs no torch extra).
+"""
+
+import math
+import os
+import sys
+
+import pytest
+from flax import nnx
+
+from experiments import authors_hrnet, benchmark
+from posejax import models
+
+_INSTALL = 'pip install "posejax[torch]"'
+
+
+def _torch():
+  return pytest.importorskip("torch", reason="the optional torch extra is not installed")
+
+
+def _pose_hrnet_path() -> str:
+  path = os.environ.get("POSEJAX_POSE_HRNET")
+  if not path or not os.path.isfile(path):
+    pytest.skip("set POSEJAX_POSE_HRNET to the HRNet authors' lib/models/pose_hrnet.py")
+  return path
+
+
+def _section(path, **kwargs):
+  return benchmark.torch_section(["hrnetv2_w4_minimal"], ["64"], batch_size=2, repeats=1,
+                                 pose_hrnet_path=path, **kwargs)
+
+
+def test_skipped_without_torch(monkeypatch, tmp_path):
+  monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+  pose_hrnet = tmp_path / "pose_hrnet.py"
+  pose_hrnet.write_text("")
+  (row,) = _section(str(pose_hrnet))
+  assert row["case"] == "skipped"
+  assert row["reason"].startswith("PyTorch is not installed") and _INSTALL in row["reason"]
+  assert "--pose_hrnet" not in row["reason"]
+  (row,) = _section(None)  # both missing: both named
+  assert _INSTALL in row["reason"] and "pass --pose_hrnet=" in row["reason"]
+  assert "skipped" in benchmark.format_table([row])
+
+
+@pytest.mark.parametrize("path", [None, "", "/nonexistent/pose_hrnet.py"])
+def test_skipped_without_the_authors_file(path):
+  (row,) = _section(path)
+  assert row == dict(section="torch", case="skipped", reason=row["reason"])
+  assert "--pose_hrnet" in row["reason"]
+  assert ("is not a file" in row["reason"]) == bool(path)
+
+
+def test_authors_config_is_the_published_layout():
+  extra = authors_hrnet.authors_config(models.HRNetConfig(width=32))["MODEL"]["EXTRA"]
+  assert [extra[f"STAGE{s}"]["NUM_MODULES"] for s in (2, 3, 4)] == [1, 4, 3]
+  assert extra["STAGE4"]["NUM_CHANNELS"] == [32, 64, 128, 256]
+  assert extra["STAGE4"]["NUM_BLOCKS"] == [4] * 4
+  small = authors_hrnet.authors_config(models.BACKBONES["hrnetv2_w8_small"], 34)["MODEL"]
+  assert small["NUM_JOINTS"] == 34 and small["EXTRA"]["STAGE3"]["NUM_BLOCKS"] == [2] * 3
+  with pytest.raises(ValueError, match="stages 2-4"):
+    authors_hrnet.authors_config(models.BACKBONES["hrnetv2_w4_micro"])
+
+
+@pytest.mark.parametrize("name", ["hrnet_w32", "hrnetv2_w8_small", "hrnet_w8_small",
+                                  "hrnetv2_w4_minimal"])
+def test_authors_model_has_posejax_layers(name):
+  """Layer for layer: the same parameter count (posejax's shapes only, not initialised; the
+  tiny run below checks that the authors' model runs and gives maps of the same shape)."""
+  _torch()
+  pose_hrnet = authors_hrnet.load_pose_hrnet(_pose_hrnet_path())
+  config = models.BACKBONES[name]
+  theirs = authors_hrnet.build_authors_model(pose_hrnet, config, benchmark.TORCH_OUTPUTS)
+  ours = nnx.eval_shape(lambda: benchmark.MapNet(config, benchmark.TORCH_OUTPUTS,
+                                                 rngs=nnx.Rngs(0)))
+  assert models.count_parameters(ours) == sum(p.numel() for p in theirs.parameters())
+
+
+def test_tiny_run_times_both():
+  _torch()
+  (row,) = _section(_pose_hrnet_path(), threads=1)
+  assert row["case"] == "hrnetv2_w4_minimal 64px float32" and row["batch"] == 2
+  assert row["params"] == row["torch_params"] and row["torch_threads"] == 1
+  for key in ("posejax_img_s", "torch_img_s", "posejax_over_torch", "posejax_compile_s"):
+    assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
+  assert math.isclose(row["posejax_over_torch"], row["posejax_img_s"] / row["torch_img_s"])
