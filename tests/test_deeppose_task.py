@@ -247,6 +247,49 @@ def test_a_batch_without_a_counted_joint_has_a_finite_zero_loss_and_gradient():
     assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
 
 
+def test_the_context_term_trains_every_row_on_the_joints_inside_its_box():
+  """context_weight > 0: besides row `joint` (the paper's term), every row whose joint counts
+  and lies inside the box is trained on that joint's place in the box; 0 is the paper alone."""
+  rng = np.random.default_rng(3)
+  joints = rng.uniform(0.0, 31.0, (2, J, 2)).astype(np.float32)
+  labelled = np.ones((2, J), bool)
+  labelled[1, 4] = False  # not counted: never a context target
+  batch = {"labeled": {"image": np.zeros((2, 32, 32, 3), np.uint8), "joints_2d": joints,
+                       "joints_2d_mask": labelled, "sample_index": np.arange(2)}}
+  zeros = np.zeros((J, 2), np.float32)
+  stds = np.full((J, 2), 0.1, np.float32)
+  outputs = rng.normal(0.0, 0.3, (2, 3, J, 2)).astype(np.float32)
+  model = lambda images: outputs  # noqa: E731  [B, k, J, 2] whatever the images
+  losses = {}
+  for weight in (0.0, 0.5):
+    settings = objective.Settings(stage=2, previous=("a",), refine_size=16,
+                                  samples_per_image=3, label_mask="labelled",
+                                  context_weight=weight)
+    prepared = jax.device_get(objective.refine_preparer(settings, H36M, zeros, stds)(batch))
+    losses[weight] = float(objective.loss_terms("refine", settings)(model, prepared, None)
+                           ["refine"])
+  stream = prepared["labeled"]
+  joint, target = stream["joint"], stream["target"]
+  own = np.take_along_axis(outputs, joint[..., None, None], axis=-2)[..., 0, :]
+  paper = np.mean(np.sum((own - target) ** 2, axis=-1))
+  assert losses[0.0] == pytest.approx(paper, rel=1e-5)
+  context_target, context_mask = stream["context_target"], stream["context_mask"]
+  rows = np.arange(J)
+  for b in range(2):
+    for i in range(3):  # the own row's context target is the paper's target
+      np.testing.assert_allclose(context_target[b, i, joint[b, i]], target[b, i], atol=1e-6)
+      inside = np.all(np.abs(context_target[b, i]) <= 0.5, axis=-1) & labelled[b]
+      np.testing.assert_array_equal(context_mask[b, i], inside)
+      # Two joints' targets differ by their pixel offset over the box side.
+      side = (joints[b, 0, 0] - joints[b, 1, 0]) / (context_target[b, i, 0, 0]
+                                                     - context_target[b, i, 1, 0])
+      np.testing.assert_allclose((joints[b, rows] - joints[b, 0]) / side,
+                                 context_target[b, i] - context_target[b, i, 0], atol=1e-5)
+  assert not context_mask[1, :, 4].any() and context_mask.any()
+  context = np.sum(np.where(context_mask, np.sum((outputs - context_target) ** 2, -1), 0.0)) / 6
+  assert losses[0.5] == pytest.approx(paper + 0.5 * context, rel=1e-5)
+
+
 def test_a_mirrored_crop_swaps_left_and_right_joints():
   joints = np.arange(J * 2, dtype=np.float32).reshape(1, J, 2)
   mask = np.arange(J) % 2 == 0

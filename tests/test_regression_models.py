@@ -112,10 +112,14 @@ def test_small_regressor_shapes_and_near_zero_initial_outputs(small):
                                                                  rngs=nnx.Rngs(0)),
                              (1, 64, 64, 3))
   assert abstract_64.shape == (1, J, 2)
+  # The refiners' variant keeps the 4 x 4 map (no last pool) for the F layers.
+  fine, abstract_fine = _abstract(lambda: regression.create_regressor(
+      "deeppose_small_fine", J, image_size=32, rngs=nnx.Rngs(0)), (1, 32, 32, 3))
+  assert fine.fc1.in_features == 4 * 4 * 128 and abstract_fine.shape == (1, J, 2)
 
 
 def test_registry_names_and_unknown_names():
-  assert {"alexnet_deeppose", "deeppose_small", "hrnet_w32_regress",
+  assert {"alexnet_deeppose", "deeppose_small", "deeppose_small_fine", "hrnet_w32_regress",
           "hrnet_w8_small_regress"} <= set(regression.REGRESSORS)
   with pytest.raises(ValueError, match="Unknown regressor 'deeppose'"):
     regression.create_regressor("deeppose", J, rngs=nnx.Rngs(0))

@@ -45,6 +45,7 @@ def deeppose(arg: str | None, *, steps: int, refine_steps: int) -> config_dict.C
       displacement_scale=1.0,  # x the displacements' std (0: boxes on the truth + mean)
       loss="l2",  # or "smooth_l1" (mmpose's regression baseline)
       smooth_l1_beta=0.05,
+      context_weight=0.0,  # > 0: the refiner's other rows train too (posejax; 0 is the paper)
       diameter_joints=("left_shoulder", "right_hip"),
       label_mask="labelled",  # real data: the labelled joints inside the crop count
       visible_key="joints_2d_visible",  # evaluation: visible vs occluded (LSP has the flag)

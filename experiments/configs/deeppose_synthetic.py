@@ -37,7 +37,9 @@ from experiments.configs import common, deeppose_common
 
 
 HEATMAP = "heatmap"
-HEATMAP_STEPS = 3000  # stage 1's steps and batch; its wall time is reported beside the cascade's
+STAGE1_STEPS = 2500
+REFINE_STEPS = 600
+HEATMAP_STEPS = 3000  # its wall time is reported beside the cascade's
 
 
 def data() -> config_dict.ConfigDict:
@@ -48,10 +50,12 @@ def data() -> config_dict.ConfigDict:
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   if arg == HEATMAP:
     return heatmap_baseline()
-  config = deeppose_common.deeppose(arg, steps=3000, refine_steps=2000)
+  config = deeppose_common.deeppose(arg, steps=STAGE1_STEPS, refine_steps=REFINE_STEPS)
   config.deeppose.update(sigma=1.0, stage1_size=64, refine_size=32, label_mask="in_crop",
-                         visible_key="joints_2d_mask", mean_pose_samples=0)
-  config.model.update(name="deeppose_small", dtype="float32", dropout=0.3)
+                         visible_key="joints_2d_mask", mean_pose_samples=0, context_weight=1.0)
+  refiner = config.deeppose.stage > 1
+  config.model.update(name="deeppose_small_fine" if refiner else "deeppose_small",
+                      dtype="float32", dropout=0.3)
   config.data = data()
   config.batch.update(labeled=32, flip_probability=0.0, max_rotation_deg=30.0, scale_range=0.2)
   steps = config.stages.stage1.steps

@@ -23,6 +23,7 @@ is the pure functional call for train steps.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -151,11 +152,14 @@ class SmallRegressor(nnx.Module):
   """
 
   def __init__(self, num_joints: int, *, image_size: int = 64, dropout: float = 0.3,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               last_pool: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
     self.num_joints = num_joints
     self.image_size = image_size
     self.dtype = dtype
-    size = math.ceil(image_size / 2) // 2 // 2 // 2  # conv /2 (SAME), three 2x2/2 pools
+    self.last_pool = last_pool
+    size = math.ceil(image_size / 2) // 2 // 2  # conv /2 (SAME), two 2x2/2 pools
+    if last_pool:
+      size //= 2
     if size < 1:
       raise ValueError(f"SmallRegressor needs inputs of at least 16 px, got {image_size}")
     conv = lambda cin, cout, kernel, stride: nnx.Conv(
@@ -177,7 +181,9 @@ class SmallRegressor(nnx.Module):
     x = _max_pool(nnx.relu(self.conv1(x)), 2, 2)
     x = _max_pool(nnx.relu(self.conv2(x)), 2, 2)
     x = nnx.relu(self.conv3(x))
-    x = _max_pool(nnx.relu(self.conv4(x)), 2, 2)
+    x = nnx.relu(self.conv4(x))
+    if self.last_pool:
+      x = _max_pool(x, 2, 2)
     x = x.reshape(x.shape[0], -1)
     x = self.dropout(nnx.relu(self.fc1(x)))
     x = self.dropout(nnx.relu(self.fc2(x)))
@@ -246,14 +252,16 @@ def _alexnet(num_joints, *, image_size, dropout, dtype, rngs):
                           dropout=0.6 if dropout is None else dropout, dtype=dtype, rngs=rngs)
 
 
-def _small(num_joints, *, image_size, dropout, dtype, rngs):
+def _small(num_joints, *, image_size, dropout, dtype, rngs, last_pool=True):
   return SmallRegressor(num_joints, image_size=image_size or 64,
-                        dropout=0.3 if dropout is None else dropout, dtype=dtype, rngs=rngs)
+                        dropout=0.3 if dropout is None else dropout, last_pool=last_pool,
+                        dtype=dtype, rngs=rngs)
 
 
 REGRESSORS: dict[str, Callable[..., nnx.Module]] = {
     "alexnet_deeppose": _alexnet,
     "deeppose_small": _small,
+    "deeppose_small_fine": functools.partial(_small, last_pool=False),
     "hrnet_w32_regress": _hrnet_regressor(HRNetConfig(width=32)),
     "hrnet_w8_small_regress": _hrnet_regressor(HRNetConfig(width=8, **_SMALL_HRNET)),
 }

@@ -67,6 +67,9 @@ class Settings:
     diameter_joints: the two joints whose distance is the torso diameter.
     label_mask: which joints count (module docstring).
     visible_key: the sample key that marks visible joints (evaluation only).
+    context_weight: weight of the refiner's context term: every OTHER row of its [J, 2]
+      output is trained too, on the joints that count and lie inside the box (0: the paper,
+      row `joint` only; module docstring).
     seed: the run's seed.
   """
 
@@ -82,6 +85,7 @@ class Settings:
   diameter_joints: tuple[str, str] = deeppose.TORSO_DIAMETER_JOINTS
   label_mask: str = "in_crop"
   visible_key: str = "joints_2d_mask"
+  context_weight: float = 0.0
   seed: int = 0
 
   def __post_init__(self):
@@ -273,8 +277,13 @@ def refine_preparer(settings: Settings, skeleton: Skeleton, mean, std):
     subimages = augment.warp_images(per_box, _matmul(to_box, matrices[:, None]),
                                     out_size=size)
     target = deeppose.refinement_targets(joints, joint, centres, sides)
-    return {"labeled": {"image": subimages, "joint": joint, "target": target,
-                        "weight": weight}}
+    prepared = {"image": subimages, "joint": joint, "target": target, "weight": weight}
+    if settings.context_weight:
+      every = deeppose.normalize_points(joints[:, None], centres, sides[..., None])  # [B,k,J,2]
+      inside = jnp.all(jnp.abs(every) <= 0.5, axis=-1)
+      prepared["context_target"] = every
+      prepared["context_mask"] = inside & mask[:, None] & (weight[..., None] > 0)
+    return {"labeled": prepared}
 
   return prepare
 
@@ -309,7 +318,14 @@ def loss_terms(objective: str, settings: Settings):
     own = jnp.take_along_axis(outputs, stream["joint"][..., None, None], axis=-2)[..., 0, :]
     per_box = point_loss(own - stream["target"], settings.loss, settings.smooth_l1_beta)
     weight = stream["weight"]
-    return {TERMS["refine"]: jnp.sum(weight * per_box) / jnp.maximum(jnp.sum(weight), 1.0)}
+    boxes = jnp.maximum(jnp.sum(weight), 1.0)
+    terms = {TERMS["refine"]: jnp.sum(weight * per_box) / boxes}
+    if settings.context_weight:
+      per_row = point_loss(outputs - stream["context_target"], settings.loss,
+                           settings.smooth_l1_beta)
+      context = jnp.sum(jnp.where(stream["context_mask"], per_row, 0.0)) / boxes
+      terms[TERMS["refine"]] += settings.context_weight * context
+    return terms
 
   return {"regress": regress, "refine": refine}[objective]
 
