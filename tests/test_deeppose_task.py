@@ -112,6 +112,25 @@ def test_stage2_computes_its_displacements_once_and_resumes_exactly(stage1, tmp_
   assert _rows(task.format_results(results)) == ["mean pose", "stage 1", "stage 2"]
 
 
+def test_a_synthetic_refiner_starts_from_the_stage_before_it(stage1):
+  """The recipe's `--config.init_from=STAGE1` for stage 2: deeppose_small (stage 1) and
+  deeppose_small_fine (the refiners) have the same parameter shapes, so the house's init_from
+  reads every stage-1 weight into the refiner (as `loop._initial_state` does)."""
+  previous = str(stage1[0])
+  config = _config(2, previous)
+  assert config.model.name == "deeppose_small_fine" and config.deeppose.context_weight > 0
+  task = get_task(config)
+  tx = optax.adam(1e-3)
+  _, state = step_lib.create_train_state(task.create_model(nnx.Rngs(7)), tx)
+  manager = checkpoints.manager(str(stage1[0] / "checkpoints"))
+  params, _ = checkpoints.restore_weights(manager, state.params, state.rest)
+  stage1_params = restored(previous, 3)["params"]
+  for layer, weights in stage1_params.items():
+    for name, value in weights.items():
+      np.testing.assert_array_equal(numbers(params[layer][name]), value["value"])
+      assert not np.array_equal(numbers(state.params[layer][name]), value["value"])
+
+
 def test_a_refiner_needs_the_right_previous_stages(stage1):
   previous = str(stage1[0])
   with pytest.raises(ValueError, match=r"deeppose.stage=2 needs the workdirs of stages 1..1"):

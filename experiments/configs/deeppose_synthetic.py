@@ -1,34 +1,35 @@
 r"""DeepPose on the built-in synthetic data (no download), sized for a 2-core CPU; the colon
-argument is the DeepPose stage (1, 2 or 3), each stage its own run:
+argument is the DeepPose stage (1, 2 or 3), each stage its own run, each refiner started from
+the weights of the stage before it (`init_from`):
 
     python -m experiments.train --config=experiments/configs/deeppose_synthetic.py:1 --workdir=RUNS/dp1
-    python -m experiments.train --config=experiments/configs/deeppose_synthetic.py:2 --workdir=RUNS/dp2 --config.deeppose.previous=RUNS/dp1
-    python -m experiments.train --config=experiments/configs/deeppose_synthetic.py:3 --workdir=RUNS/dp3 --config.deeppose.previous=RUNS/dp1,RUNS/dp2
+    python -m experiments.train --config=experiments/configs/deeppose_synthetic.py:2 --workdir=RUNS/dp2 --config.deeppose.previous=RUNS/dp1 --config.init_from=RUNS/dp1
+    python -m experiments.train --config=experiments/configs/deeppose_synthetic.py:3 --workdir=RUNS/dp3 --config.deeppose.previous=RUNS/dp1,RUNS/dp2 --config.init_from=RUNS/dp2
     python -m experiments.evaluate --workdir=RUNS/dp3
 
-Stage 1 ("regress", 3000 steps) sees the 128-px crop at 64 px; stages 2 and 3 ("refine", 2000
-steps each) see, per joint, a square of sigma = 1 torso diameter around it at 32 px: twice stage
-1's resolution, the reason for the cascade. When a refiner's run starts, the stages before it
+Stage 1 ("regress", 2500 steps, `deeppose_small`) sees the 128-px crop at 64 px; stages 2 and 3
+("refine", 1200 steps each, `deeppose_small_fine`) see, per joint, a square of sigma = 1 torso
+diameter around it at 32 px: nearly twice stage 1's resolution, the reason for the cascade.
+Both networks have the same parameter shapes (a 4 x 4 x 128 map into the F layers), so a
+refiner can start from the stage before it. When a refiner's run starts, the stages before it
 predict the 4000 training images once, and their displacement statistics go to
-workdir/displacements.npz. The small regressor (`deeppose_small`), Adam 5e-4 with x0.1 at 5/6
-of each stage, gradient norm clipped to 1, no flips (the synthetic people's white left limbs
-are the left/right cue). Every joint inside the crop trains, hidden or not; the evaluation
-(100 held-out samples x 4 views) reports the visible (joints_2d_mask) and the hidden joints
-apart, for each stage and for the mean-pose baseline.
+workdir/displacements.npz. The refiners also train their other rows on the joints inside each
+box (`deeppose.context_weight=1`, posejax's addition; the row of the box's joint alone is read,
+as in the paper). Adam 5e-4 with x0.1 at 5/6 of each stage, gradient norm clipped to 1, no
+flips (the synthetic people's white left limbs are the left/right cue). Every joint inside the
+crop trains, hidden or not; the evaluation (100 held-out samples x 4 views) reports the visible
+(joints_2d_mask) and the hidden joints apart, for each stage and for the mean-pose baseline.
 
 The acceptance table adds posejax's heatmap 2D model on the same data (":heatmap", task
-pose25d) beside the cascade:
+pose25d, HEATMAP_STEPS steps to fit the same 15 minutes) beside the cascade:
 
     python -m experiments.train --config=experiments/configs/deeppose_synthetic.py:heatmap --workdir=RUNS/heatmap
     python -m experiments.studies.deeppose_table --deeppose=RUNS/dp3 --heatmap=RUNS/heatmap
 
-Measured on the 2-core VM (BUILD_NOTES.md, session 9): stage 1 alone took 9.8 minutes and ends
-at 10.75 px against the mean pose's 17.00 (0.63 x; PDJ@0.1 16.1 % against 4.1 %). Stage 2 did
-not help enough: its validation error went from stage 1's 11.04 px to 10.62-10.88 px in 1350
-steps (the acceptance asks for 15 % less), its boxes drawn 0.5 torso diameters around the truth
-on average in boxes 1 diameter wide. Boxes of 2 diameters, or 1 diameter at 48 px, did no
-better (session 10): the refiner re-estimates each joint about 11 px off wherever its box is
-centred. Not yet met either: the 15 minutes for all three stages.
+Measured on the 2-core VM, each command alone (BUILD_NOTES.md, session 12): the three stages in
+834 s (266 + 279 + 289); held-out 2D error 17.00 px (mean pose), 11.16 (stage 1, 0.66 x),
+9.41 (stage 2, -15.7 %), 8.72 (stage 3); PDJ@0.1 4.1, 14.4, 27.3, 32.1 %. That VM ran about
+1.7 x faster than on the day of session 9, when stage 1 alone took 9.8 minutes.
 """
 
 from ml_collections import config_dict
@@ -38,8 +39,8 @@ from experiments.configs import common, deeppose_common
 
 HEATMAP = "heatmap"
 STAGE1_STEPS = 2500
-REFINE_STEPS = 600
-HEATMAP_STEPS = 3000  # its wall time is reported beside the cascade's
+REFINE_STEPS = 1200
+HEATMAP_STEPS = 1200  # fits the cascade's 15 minutes at 128 px
 
 
 def data() -> config_dict.ConfigDict:

@@ -13,7 +13,9 @@ the box centre for every joint. Images are normalised with the ImageNet statisti
   beta = 0.75; weights N(0, 0.01), biases 1 in conv2, conv4, conv5 and the hidden F layers.
 - `SmallRegressor`: a CPU-sized net of the same shape (posejax's design, docs/design.md):
   conv 5x5/2 32 - pool - conv 3x3 64 - pool - 2 x conv 3x3 128 - pool - F512 - F512 - F(2J),
-  He initialisation.
+  He initialisation. "deeppose_small_fine" drops the last pool, so the F layers see a 4 x 4 map
+  at 32 px instead of 2 x 2: the synthetic recipe's refiners, which must place a joint within
+  their box (the F layers cost 4 x the weights; the convolutions are the same).
 - `BackboneRegressor`: a feature backbone (HRNet) with global average pooling (or flattening)
   and one linear layer, the regression baseline of mmpose's DeepPose configs.
 
@@ -146,8 +148,9 @@ class SmallRegressor(nnx.Module):
   Args:
     num_joints: J.
     image_size: the square input side (64 px for stage 1, 32 px for refiners in the synthetic
-      recipe); at least 16.
+      recipe); at least 16 (8 without the last pool).
     dropout: rate on the two hidden F layers.
+    last_pool: the 2x2 pool after conv4 (False: the F layers see twice the map's side).
     dtype: compute dtype.
   """
 
@@ -161,7 +164,8 @@ class SmallRegressor(nnx.Module):
     if last_pool:
       size //= 2
     if size < 1:
-      raise ValueError(f"SmallRegressor needs inputs of at least 16 px, got {image_size}")
+      raise ValueError(f"SmallRegressor needs inputs of at least {16 if last_pool else 8} px, "
+                       f"got {image_size}")
     conv = lambda cin, cout, kernel, stride: nnx.Conv(
         cin, cout, (kernel, kernel), (stride, stride), padding="SAME", dtype=dtype,
         kernel_init=_HE, rngs=rngs)
