@@ -4,7 +4,8 @@ run.
 
 The tests that need PyTorch and the authors' file read its path from $POSEJAX_POSE_HRNET
 (deep-high-resolution-net.pytorch/lib/models/pose_hrnet.py, not shipped) and skip without it.
-Without PyTorch they skip with the one reason .ci/run expects (CI installs no torch extra).
+Without the authors' file they skip with the one reason .ci/run expects (PyTorch itself is in
+the dev extra).
 """
 
 import math

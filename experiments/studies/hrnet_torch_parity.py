@@ -37,19 +37,31 @@ def _randomise_batch_norm(model, torch):
         module.bias.copy_(torch.randn(n) * 0.1)
 
 
-def check_width(pose_hrnet, torch, width: int) -> dict:
-  torch.manual_seed(0)
-  reference = pose_hrnet.get_pose_net(authors_hrnet.authors_config(HRNetConfig(width=width)),
-                                       is_train=False)
+def check_parity(reference, torch, config: HRNetConfig, image_shape=(2, 3, 256, 192)) -> dict:
+  """posejax's PoseNet on `reference`'s imported weights against `reference` itself.
+
+  Args:
+    reference: a PyTorch pose HRNet shaped as `HRNet(config)` with a 1x1 `final_layer` to 17
+      maps (the authors' `get_pose_net`, or the tests' own `tests/torch_pose_hrnet.py`); its
+      BatchNorm parameters and statistics are randomised here.
+    torch: the torch module.
+    config: the posejax HRNetConfig.
+    image_shape: NCHW of the random input.
+
+  Returns:
+    {"keys_copied", "max_abs_diff", "torch_f32_vs_f64", "max_abs_output"}: the largest
+    difference of the heatmaps, beside PyTorch's own float32-vs-float64 difference.
+  """
   _randomise_batch_norm(reference, torch)
   reference.eval()
-  images = torch.randn(2, 3, 256, 192)
+  images = torch.randn(*image_shape)
   with torch.no_grad():
     expected = reference(images).numpy().transpose(0, 2, 3, 1)
     expected64 = reference.double()(images.double()).numpy().transpose(0, 2, 3, 1)
+  reference.float()
   state_dict = {k: v.float().numpy() for k, v in reference.state_dict().items()}
 
-  model = PoseNet(HRNet(HRNetConfig(width=width), rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))
+  model = PoseNet(HRNet(config, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))
   report = import_hrnet_weights(model, state_dict, source="pose", joint_mapping="identity")
   model.eval()
   graphdef, state = nnx.split(model)
@@ -60,10 +72,18 @@ def check_width(pose_hrnet, torch, width: int) -> dict:
     return net.head(net.backbone(x))[..., :17]
 
   ours = np.asarray(heatmaps(state, jnp.asarray(images.numpy().transpose(0, 2, 3, 1))))
-  return dict(width=width, keys_copied=len(report.copied),
+  return dict(keys_copied=len(report.copied),
               max_abs_diff=float(np.abs(ours - expected).max()),
               torch_f32_vs_f64=float(np.abs(expected - expected64).max()),
               max_abs_output=float(np.abs(expected).max()))
+
+
+def check_width(pose_hrnet, torch, width: int) -> dict:
+  """The authors' published layout at `width` (W32, W16, ...), 256x192 inputs."""
+  torch.manual_seed(0)
+  config = HRNetConfig(width=width)
+  reference = pose_hrnet.get_pose_net(authors_hrnet.authors_config(config), is_train=False)
+  return dict(width=width, **check_parity(reference, torch, config))
 
 
 def main(argv):
