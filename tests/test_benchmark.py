@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from experiments import benchmark
-from posejax import geometry, losses
-from posejax.data.batching import sources
+from posejax import geometry, losses, tasks
+from posejax.data.batching import pipeline, sources
 from posejax.data.render import synthetic
 
 
@@ -83,6 +83,15 @@ def test_train_case_times_the_sharded_step_and_the_pipeline_feeds_the_same_batch
   assert row["gflop_img"] > 0 and "peak_frac" not in row  # no peak FLOP/s known for a CPU
   source = sources.synthetic_source(synthetic.config_from(config.data))
   assert benchmark.pipeline_rate(source, config, workers=0, num_batches=1) > 0
+  # The pipeline that pipeline_rate times yields the batch train_case's step was timed on.
+  spec = tasks.get_task(config).batch_spec("ws")
+  timed = pipeline.make_batch(source, spec, step=0)
+  iterator = pipeline.batches(source, spec, workers=0, prefetch=1)
+  fed = next(iterator)
+  iterator.close()
+  assert jax.tree.structure(fed) == jax.tree.structure(timed)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(fed), jax.tree.leaves(timed)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
 
 
 def test_train_cases_parse_and_refuse_malformed_ones():
