@@ -161,6 +161,11 @@ def test_stage_one_then_weak_supervision_in_one_run_keeps_the_best_and_writes_te
   results = loop.evaluate_workdir(checkpoints.load_config(str(tmp_path)), str(tmp_path), "best")
   assert json.loads((tmp_path / "eval_best.json").read_text())["step"] == best.all_steps()[0]
   assert np.isfinite(results["mpjpe"])
+  # On the validation stream the best checkpoint scores what the training printed for it.
+  results = loop.evaluate_workdir(checkpoints.load_config(str(tmp_path)), str(tmp_path), "best",
+                                  stream="validation")
+  assert f"{results['mpjpe']:.4g}" == f"{min(validation.values()):.4g}"
+  assert (tmp_path / "eval_best_validation.json").exists()
 
 
 def test_evaluation_per_action_weights_views_like_the_whole(trained_2d):

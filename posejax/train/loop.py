@@ -288,16 +288,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return results
 
 
-def evaluate_workdir(config, workdir: str, checkpoint: str = "latest") -> dict:
-  """Evaluates the latest or the best checkpoint of a workdir on the test stream; results also
-  go to workdir/eval_{checkpoint}.json."""
+def evaluate_workdir(config, workdir: str, checkpoint: str = "latest",
+                     stream: str = "test") -> dict:
+  """Evaluates the latest or the best checkpoint of a workdir on the test stream (or on the
+  validation stream, for choices that must not see the test set: the samples the training's
+  validation used); results also go to workdir/eval_{checkpoint}.json (_validation.json)."""
+  if stream not in ("test", "validation"):
+    raise ValueError(f"stream must be 'test' or 'validation', got {stream!r}")
   task = get_task(config)
   model, step = checkpoints.restore_task_model(task, checkpoints.checkpoint_dir(workdir,
                                                                                 checkpoint))
-  results = task.evaluate(model, make_source(config.data), stream="test",
-                          samples=config.eval.samples)
-  with open(os.path.join(os.path.expanduser(workdir), f"eval_{checkpoint}.json"), "w") as f:
+  samples = config.eval.samples if stream == "test" else config.eval.validation_samples
+  results = task.evaluate(model, make_source(config.data), stream=stream, samples=samples)
+  suffix = "" if stream == "test" else "_validation"
+  with open(os.path.join(os.path.expanduser(workdir), f"eval_{checkpoint}{suffix}.json"),
+            "w") as f:
     json.dump(dict(results, step=int(step)), f, indent=1)
-  print(task.format_results(results, f"held-out test, {checkpoint} checkpoint (step {step})"),
+  title = "held-out test" if stream == "test" else "validation"
+  print(task.format_results(results, f"{title}, {checkpoint} checkpoint (step {step})"),
         flush=True)
   return results
