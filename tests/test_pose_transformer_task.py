@@ -257,6 +257,15 @@ def _pose_with_mean_bones(rng):
   return np.stack([pose[j] for j in range(J)]).astype(np.float32)
 
 
+def test_readout_disagreements_tell_duplicates_from_other_joints():
+  # Joint 0 agrees; joint 1's class query 1 is matched to no joint (a duplicate); joint 2's
+  # class query 2 is the oracle's query for joint 1 (another joint's).
+  split = evaluation.readout_disagreements([[0, 1, 2]], [[0, 2, 5]])
+  assert split == pytest.approx(dict(duplicate=1 / 3, other_joint=1 / 3))
+  assert evaluation.readout_disagreements([[3, 4]], [[3, 4]]) == dict(duplicate=0.0,
+                                                                       other_joint=0.0)
+
+
 def test_evaluation_of_hand_made_predictions():
   """Query j is joint j, exactly, in both views. In view 1 a distractor is surer of the left
   wrist (hidden there) than query j: the class read-out takes it, the oracle does not. The
@@ -285,6 +294,9 @@ def test_evaluation_of_hand_made_predictions():
                                 model_matching="hungarian", skeleton=H36M)
   assert results["views"] == 2 and results["hidden_joints"] == 1
   assert results["class_matches_oracle"] == pytest.approx((2 * J - 1) / (2 * J))
+  # The distractor is a query the oracle matched to no joint.
+  assert results["class_query_elsewhere"] == pytest.approx(
+      dict(duplicate=1 / (2 * J), other_joint=0.0))
   assert results["oracle_mpjpe_per_layer"][0] == pytest.approx(0.0, abs=0.01)
   wrist_error = np.sqrt(2) * H36M.mean_bone_lengths_mm[wrist - 1]  # bones: joints 1..J-1
   assert results["mpjpe_hidden"] == pytest.approx(wrist_error, rel=1e-4)
@@ -312,7 +324,7 @@ def test_configs_load(module, matching):
   task.loss_terms("matched")
   if module is pose_transformer_synthetic:  # abstractly: nothing compiles
     model = nnx.eval_shape(lambda: task.create_model(nnx.Rngs(0)))
-    assert model.num_queries == (100 if matching == "hungarian" else J)
+    assert model.num_queries == {"hungarian": 34, "fixed": J}[matching]
 
 
 def test_bad_config_values_are_clear_errors():

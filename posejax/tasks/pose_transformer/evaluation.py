@@ -11,7 +11,9 @@ bone lengths (`geometry.estimate_scale`, as PoseNet's `inference.predict_metric`
   assignment, the training matcher given the truth (`oracle_mpjpe_per_layer`): the
   coarse-to-fine refinement at work, apart from read-out mistakes;
 - `class_matches_oracle`: the fraction of joints whose class-only query is the oracle's (last
-  layer; PRTR#17's flickering left/right knees show up here);
+  layer; PRTR#17's flickering left/right knees show up here), and where not, whose it is
+  (`readout_disagreements`): a query the oracle gave another joint, or one it gave none (a
+  duplicate the class head did not send to the background);
 - MPJPE of the hidden joints (joints_2d_mask False: behind the body or an occluder in the
   synthetic data, outside the frame in Human3.6M) and of the others, pooled over joints.
 """
@@ -96,6 +98,17 @@ def view_records(forward: Forward, sample: dict, settings: Settings, model_match
   return dict({k: np.asarray(v) for k, v in records.items()}, truth=truth, visible=visible)
 
 
+def readout_disagreements(class_query, oracle_query) -> dict[str, float]:
+  """Where the class read-out's query [M, J] is not the oracle's: the fraction of all joints
+  whose class query the oracle matched to another joint ("other_joint") or to no joint
+  ("duplicate")."""
+  class_query, oracle_query = np.asarray(class_query), np.asarray(oracle_query)
+  differs = class_query != oracle_query
+  used = (class_query[:, :, None] == oracle_query[:, None, :]).any(-1)  # matched to some joint
+  return dict(other_joint=float(np.mean(differs & used)),
+              duplicate=float(np.mean(differs & ~used)))
+
+
 def _action_name(action) -> str:
   """A sample's action as text (stored as bytes, or one per view)."""
   action = np.asarray(action).reshape(-1)[0] if np.ndim(action) else action
@@ -154,6 +167,8 @@ def evaluate(forward: Forward, source: Source, *, stream: str, count: int,
   results["oracle_mpjpe_per_layer"] = [float(np.mean(metrics.mpjpe(p, truth)))
                                        for p in oracle_mm]
   results["class_matches_oracle"] = float(np.mean(data["class_query"] == data["oracle_query"]))
+  results["class_query_elsewhere"] = readout_disagreements(data["class_query"],
+                                                           data["oracle_query"])
   results["mpjpe_hidden"] = pooled_mpjpe(poses_mm[-1], truth, ~visible)
   results["mpjpe_visible"] = pooled_mpjpe(poses_mm[-1], truth, visible)
   results["hidden_joints"] = int((~visible).sum())
@@ -174,6 +189,8 @@ def format_results(results: dict, title: str = "held-out test") -> str:
       f"MPJPE per decoder layer, class read-out (mm)  {per_layer}",
       f"MPJPE per decoder layer, oracle matching (mm) {oracle}",
       f"class read-out = oracle matching: {100 * results['class_matches_oracle']:.1f} % of "
-      f"joints (last layer)",
+      f"joints (last layer); elsewhere: a duplicate "
+      f"{100 * results['class_query_elsewhere']['duplicate']:.1f} %, another joint's query "
+      f"{100 * results['class_query_elsewhere']['other_joint']:.1f} %",
       f"MPJPE of hidden joints {_mm(results['mpjpe_hidden'])} mm "
       f"({results['hidden_joints']} joints), visible {_mm(results['mpjpe_visible'])} mm"])
