@@ -13,8 +13,11 @@ import pathlib
 # Tests compile far more than they run: LLVM at -O0 without its expensive passes. Measured on
 # the tiny ws train step (BUILD_NOTES.md, session 8): model init 18 -> 5 s (one small program
 # per parameter shape), compile 23 -> 16 s, a step 0.2 -> 0.4 s.
+# XLA:CPU's older (non-MLIR) fusion emitters compile the pose transformer's train step in half
+# the time at -O0 (BUILD_NOTES.md, session 14).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+                      "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+                      "--xla_cpu_use_fusion_emitters=false")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Many tests compile the same tiny programs (the same config in several loop tests, the same
 # step in a run and its resumption): compiled once, read from disk after.

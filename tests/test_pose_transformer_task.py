@@ -19,7 +19,7 @@ from flax import nnx
 from experiments.configs import pose_transformer_h36m, pose_transformer_synthetic
 from experiments.configs import synthetic as synthetic_config
 from experiments.studies import pose_transformer_table
-from posejax import geometry
+from posejax import geometry, matching
 from posejax.data.batching import pipeline
 from posejax.data.batching.sources import make_source
 from posejax.models.pose_transformer import PoseTransformer
@@ -226,6 +226,32 @@ def test_fixed_terms_equal_the_l1_of_query_j_to_joint_j():
   expected = 0.5 * np.maximum(l1[0] - 0.5, 0).mean() + l1[1].mean()
   assert set(terms) == {"coord"}
   np.testing.assert_allclose(terms["coord"], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("aux_loss", [True, False])
+def test_hungarian_terms_match_every_trained_layer_on_its_own(aux_loss):
+  """All layers matched in one solver call = each layer matched alone by scipy, its set loss
+  at its tolerance, weighted gamma^(L - l); without aux_loss the last layer alone."""
+  from scipy.optimize import linear_sum_assignment  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(2)
+  logits = rng.normal(size=(3, 2, 20, J + 1)).astype(np.float32)  # [L, B, N, J + 1]
+  coords = rng.normal(size=(3, 2, 20, 3)).astype(np.float32)
+  target = rng.normal(size=(2, J, 3)).astype(np.float32)
+  mask = np.ones((2, J), bool)  # a missing joint's column ties: solvers may break it apart
+  settings = objective.Settings(tolerances=(0.4, 0.2, 0.0), layer_gamma=0.5, aux_loss=aux_loss)
+  terms = objective.matched_terms(logits, coords, target, mask, settings, "hungarian")
+  expected = {"class": 0.0, "coord": 0.0}
+  for layer, weight in enumerate((0.25, 0.5, 1.0) if aux_loss else (0.0, 0.0, 1.0)):
+    cost = np.asarray(matching.matching_cost(logits[layer], coords[layer], target, mask))
+    query_for_joint = np.zeros((2, J), np.int32)
+    for b in range(2):
+      queries, joints = linear_sum_assignment(cost[b])
+      query_for_joint[b, joints] = queries
+    layer_terms = matching.set_loss(logits[layer], coords[layer], query_for_joint, target, mask,
+                                    tolerance=settings.tolerances[layer])
+    expected = {k: expected[k] + weight * float(layer_terms[k]) for k in expected}
+  for name in ("class", "coord"):
+    np.testing.assert_allclose(terms[name], expected[name], rtol=1e-5)
 
 
 def test_the_matched_loss_is_zero_for_perfect_candidates_among_distractors():

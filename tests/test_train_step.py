@@ -295,6 +295,7 @@ def test_root_depth_gradient_changes_the_gradient_not_the_loss():
   held, full = (_objective_and_gradients(objective_lib.Objective(
       mode="ws", losses_3d_move_2d=False, root_depth_gradient=flag)) for flag in (False, True))
   assert float(full[0]) > 0
-  np.testing.assert_allclose(held[0], full[0], rtol=1e-6)
+  # Two programs (the stop_gradient changes XLA's fusions): the same loss up to float32 rounding.
+  np.testing.assert_allclose(held[0], full[0], rtol=1e-5)
   difference = np.abs(held[2] - full[2]).max()
   assert difference > 1e-3 * np.abs(full[2]).max()

@@ -4,9 +4,10 @@ images on 8 fake CPU devices), under the XLA_FLAGS of the environment.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m experiments.studies.compile_time
     XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 \
-        --xla_llvm_disable_expensive_passes=true" python -m experiments.studies.compile_time
+        --xla_llvm_disable_expensive_passes=true --xla_cpu_use_fusion_emitters=false" \
+        python -m experiments.studies.compile_time
 
-The second line is what tests/conftest.py sets for the suite (BUILD_NOTES.md, session 8).
+The second line is what tests/conftest.py sets for the suite (BUILD_NOTES.md, sessions 8 and 14).
 """
 
 import os

@@ -57,13 +57,11 @@ def oracle_readouts(logits, coords, truth_mm, settings: Settings, model_matching
   assignment against the truth (every joint labeled)."""
   target = target_pose(truth_mm, skeleton)
   mask = jnp.ones(target.shape[:-1], bool)
-  query_for_joint = jnp.stack([
-      assignment(layer_logits, layer_coords, target, mask, settings, model_matching)
-      for layer_logits, layer_coords in zip(logits, coords)])
+  query_for_joint = assignment(logits, coords, target, mask, settings, model_matching)
   return matching.gather_queries(coords, query_for_joint), query_for_joint
 
 
-# One program per number of views: run op by op, the read-outs and a Hungarian solve per layer
+# One program per number of views: run op by op, the read-outs and the Hungarian solve
 # compiled each of their ops on first use, 4-5 s of a short run's evaluation (BUILD_NOTES.md,
 # session 11).
 @functools.partial(jax.jit, static_argnames=("settings", "model_matching", "skeleton"))

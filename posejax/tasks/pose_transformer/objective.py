@@ -21,6 +21,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from posejax import geometry, matching
 from posejax.models.pose_transformer import MATCHINGS
@@ -100,9 +101,11 @@ def fixed_assignment(batch_shape: tuple[int, ...], num_joints: int):
 
 
 def assignment(logits, coords, target, mask, settings: Settings, model_matching: str):
-  """query_for_joint [B, J] of one decoder layer: Hungarian on the matching cost, or fixed."""
+  """query_for_joint [..., B, J] of predictions [..., B, N, ...] (one decoder layer, or several
+  along leading axes: one solver call for all of them): Hungarian on the matching cost, or
+  fixed. target [B, J, 3] and mask [B, J] broadcast over the leading axes."""
   if model_matching == "fixed":
-    return fixed_assignment(target.shape[:-2], target.shape[-2])
+    return fixed_assignment(coords.shape[:-2], target.shape[-2])
   cost = matching.matching_cost(logits, coords, target, mask, settings.cost_class,
                                 settings.cost_coord)
   return matching.assign(cost, settings.solver)
@@ -134,15 +137,16 @@ def matched_terms(logits, coords, target, mask, settings: Settings,
     raise ValueError(f"model.matching must be one of {MATCHINGS}, got {model_matching!r}")
   num_layers = logits.shape[0]
   tolerances = settings.layer_tolerances(num_layers)
+  weights = layer_weights(num_layers, settings)
+  trained = np.array([layer for layer in range(num_layers) if weights[layer] != 0])
+  # Every trained layer is matched anew, all layers in one solver call.
+  query_for_joint = assignment(logits[trained], coords[trained], target, mask, settings,
+                               model_matching)
   totals = {"class": 0.0, "coord": 0.0}
-  for layer, weight in enumerate(layer_weights(num_layers, settings)):
-    if weight == 0:
-      continue
-    query_for_joint = assignment(logits[layer], coords[layer], target, mask, settings,
-                                 model_matching)
-    terms = matching.set_loss(logits[layer], coords[layer], query_for_joint, target, mask,
+  for layer, layer_query_for_joint in zip(trained, query_for_joint):
+    terms = matching.set_loss(logits[layer], coords[layer], layer_query_for_joint, target, mask,
                               eos_coef=settings.eos_coef, tolerance=tolerances[layer])
-    totals = {name: totals[name] + weight * terms[name] for name in totals}
+    totals = {name: totals[name] + weights[layer] * terms[name] for name in totals}
   if model_matching == "fixed":
     del totals["class"]
   return totals
