@@ -350,7 +350,8 @@ def test_configs_load(module, matching):
   task.loss_terms("matched")
   if module is pose_transformer_synthetic:  # abstractly: nothing compiles
     model = nnx.eval_shape(lambda: task.create_model(nnx.Rngs(0)))
-    assert model.num_queries == {"hungarian": 34, "fixed": J}[matching]
+    assert model.num_queries == {"hungarian": 17, "fixed": J}[matching]
+    assert config.objective.cost_class == {"hungarian": 5.0, "fixed": 1.0}[matching]
 
 
 def test_bad_config_values_are_clear_errors():
