@@ -230,9 +230,8 @@ def test_fixed_terms_equal_the_l1_of_query_j_to_joint_j():
 
 @pytest.mark.parametrize("aux_loss", [True, False])
 def test_hungarian_terms_match_every_trained_layer_on_its_own(aux_loss):
-  """All layers matched in one solver call = each layer matched alone by scipy, its set loss
+  """All layers matched in one optax call = each layer matched alone by scipy, its set loss
   at its tolerance, weighted gamma^(L - l); without aux_loss the last layer alone."""
-  from scipy.optimize import linear_sum_assignment  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(2)
   logits = rng.normal(size=(3, 2, 20, J + 1)).astype(np.float32)  # [L, B, N, J + 1]
   coords = rng.normal(size=(3, 2, 20, 3)).astype(np.float32)
@@ -242,11 +241,8 @@ def test_hungarian_terms_match_every_trained_layer_on_its_own(aux_loss):
   terms = objective.matched_terms(logits, coords, target, mask, settings, "hungarian")
   expected = {"class": 0.0, "coord": 0.0}
   for layer, weight in enumerate((0.25, 0.5, 1.0) if aux_loss else (0.0, 0.0, 1.0)):
-    cost = np.asarray(matching.matching_cost(logits[layer], coords[layer], target, mask))
-    query_for_joint = np.zeros((2, J), np.int32)
-    for b in range(2):
-      queries, joints = linear_sum_assignment(cost[b])
-      query_for_joint[b, joints] = queries
+    cost = matching.matching_cost(logits[layer], coords[layer], target, mask)
+    query_for_joint = matching.assign(cost, solver="scipy")  # the test oracle, per layer
     layer_terms = matching.set_loss(logits[layer], coords[layer], query_for_joint, target, mask,
                                     tolerance=settings.tolerances[layer])
     expected = {k: expected[k] + weight * float(layer_terms[k]) for k in expected}
