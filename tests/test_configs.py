@@ -67,6 +67,18 @@ def test_paper_recipe():
   assert get_task(config).batch_spec("ws").pseudo_labels_as_2d
 
 
+def test_schedule_fields_can_be_set_on_the_command_line():
+  # The fields exist in the config (a locked ConfigDict refuses an override of a missing one)
+  # and reach every stage's optimiser: a cosine schedule ends at 0.
+  config = _config("synthetic", "2d+ws")
+  config.lock()  # as config_flags does
+  config.optim.update(schedule="cosine", warmup_steps=10, total_steps=100)
+  for stage in loop.stages_of(config):
+    _, schedule = optim.make_optimizer(stage.optim)
+    assert float(schedule(0)) == 0 and float(schedule(100)) == 0
+    assert float(schedule(10)) == pytest.approx(stage.optim["learning_rate"])
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.parametrize("arg", ["wz", "2d+wz"])
 def test_unknown_stage_objective_is_an_error(name, arg):

@@ -68,8 +68,11 @@ def pose25d(arg: str | None, default: str = "2d+ws") -> config_dict.ConfigDict:
                                              temperature=50.0))
   config.batch = config_dict.ConfigDict(dict(labeled=128, multiview=32, num_views=4,
                                              flip_probability=0.5))
+  # schedule, warmup_steps, total_steps at posejax/train/optimizer.py's defaults, here so that
+  # a command line can set them (e.g. --config.optim.schedule=cosine).
   config.optim = config_dict.ConfigDict(dict(name="adam", learning_rate=5e-4,
-                                             decay_steps=(50_000,), decay_factor=0.1,
+                                             schedule="step", decay_steps=(50_000,),
+                                             decay_factor=0.1, warmup_steps=0, total_steps=0,
                                              clip_norm=0.0))
   # Terms by name: multiview = alpha (L_MC), limb = beta (L_B), depth = psi (L_Z, fs only).
   # scale_bone and scale_tilt keep reconstructions solvable (posejax/losses.py); not in L_B.
