@@ -35,7 +35,9 @@ def test_optimizer_from_config_clips_the_gradient_norm_when_asked():
   tx, schedule = optim.make_optimizer(optim_config)
   assert float(schedule(9)) == pytest.approx(1e-3) and float(schedule(10)) == pytest.approx(1e-4)
   params = {"w": np.zeros(3, np.float32)}
-  big, small = {"w": np.array([300.0, -400.0, 0.0])}, {"w": np.array([0.3, 0.4, 0.5])}
+  # float32 gradients, as a train step's are (float64 would be truncated with a warning).
+  big = {"w": np.array([300.0, -400.0, 0.0], np.float32)}
+  small = {"w": np.array([0.3, 0.4, 0.5], np.float32)}
   clipped = {"w": big["w"] / 500.0}  # norm 500 -> 1
 
   def updates(tx, gradients):
