@@ -200,6 +200,18 @@ def test_concatenated_branches_give_every_resolution_to_the_head():
   assert maps(model, np.zeros((2, 64, 64, 3), np.uint8))[0].shape == (2, 16, 16, 17)
 
 
+@pytest.mark.parametrize("name, size, multiple", [("hrnetv2_w4_minimal", 80, 32),
+                                                   ("hrnetv2_w4_micro", 36, 8)])
+def test_an_input_size_the_branches_cannot_fuse_is_a_clear_error(name, size, multiple):
+  # 80 px: the stride-32 branch would be 2.5 cells wide; XLA's own error named two shapes only.
+  backbone = HRNet(BACKBONES[name], rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=f"multiple of {multiple} px .* got {size} x {size}"):
+    backbone(jnp.zeros((1, size, size, 3)))
+  valid = size + multiple - size % multiple
+  with pytest.raises(ValueError, match=f"got {valid} x {size}"):  # the width alone, too
+    backbone(jnp.zeros((1, valid, size, 3)))
+
+
 def _batch(num_samples=2, num_views=3, size=64, seed=0):
   rng = np.random.default_rng(seed)
   images = rng.integers(0, 256, size=(num_samples, num_views, size, size, 3), dtype=np.uint8)

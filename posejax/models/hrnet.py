@@ -270,8 +270,19 @@ class HRNet(nnx.Module):
       return sum(self.config.branch_channels(1 + len(self.config.stage_modules)))
     return self.config.width
 
+  def input_multiple(self) -> int:
+    """Input height and width must be multiples of this: the lowest-resolution branch's
+    stride (32 for four branches), so that every fusion adds maps of one size."""
+    return 4 * 2 ** len(self.config.stage_modules)
+
   def _branch_features(self, images) -> list[jax.Array]:
     """Stem, stage 1 and stages 2-4: the last module's outputs, highest resolution first."""
+    height, width = images.shape[-3:-1]
+    multiple = self.input_multiple()
+    if height % multiple or width % multiple:
+      raise ValueError(f"This HRNet's input must be a multiple of {multiple} px in height and "
+                       f"width (its lowest-resolution branch is 1/{multiple}); got {height} x "
+                       f"{width} (e.g. config.data.image_size)")
     x = nnx.relu(self.bn1(self.conv1(images)))
     x = nnx.relu(self.bn2(self.conv2(x)))
     for block in self.layer1:
