@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from posejax.errors import ConfigError
+
 BATCH_NORM_MOMENTUM = 0.9  # PyTorch's momentum 0.1
 BATCH_NORM_EPSILON = 1e-5
 
@@ -280,7 +282,8 @@ class HRNet(nnx.Module):
     height, width = images.shape[-3:-1]
     multiple = self.input_multiple()
     if height % multiple or width % multiple:
-      raise ValueError(f"This HRNet's input must be a multiple of {multiple} px in height and "
+      # A ConfigError (a ValueError): the size is a config's, and the CLI says it in one line.
+      raise ConfigError(f"This HRNet's input must be a multiple of {multiple} px in height and "
                        f"width (its lowest-resolution branch is 1/{multiple}); got {height} x "
                        f"{width} (e.g. config.data.image_size)")
     x = nnx.relu(self.bn1(self.conv1(images)))
