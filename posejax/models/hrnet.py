@@ -272,15 +272,12 @@ class HRNet(nnx.Module):
       return sum(self.config.branch_channels(1 + len(self.config.stage_modules)))
     return self.config.width
 
-  def input_multiple(self) -> int:
-    """Input height and width must be multiples of this: the lowest-resolution branch's
-    stride (32 for four branches), so that every fusion adds maps of one size."""
-    return 4 * 2 ** len(self.config.stage_modules)
-
   def _branch_features(self, images) -> list[jax.Array]:
     """Stem, stage 1 and stages 2-4: the last module's outputs, highest resolution first."""
+    # Every fusion adds maps of one size only when the input is a multiple of the
+    # lowest-resolution branch's stride (32 for four branches).
     height, width = images.shape[-3:-1]
-    multiple = self.input_multiple()
+    multiple = 4 * 2 ** len(self.config.stage_modules)
     if height % multiple or width % multiple:
       # A ConfigError (a ValueError): the size is a config's, and the CLI says it in one line.
       raise ConfigError(f"This HRNet's input must be a multiple of {multiple} px in height and "
