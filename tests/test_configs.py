@@ -3,12 +3,14 @@ names only registered datasets."""
 
 import importlib
 
+import numpy as np
 import pytest
 
+from posejax import geometry, losses
 from posejax.data.batching import pipeline
 from posejax.data.real import datasets
 from posejax.tasks import get_task
-from posejax.tasks.pose25d.objective import OBJECTIVES
+from posejax.tasks.pose25d.objective import OBJECTIVES, Objective
 from posejax.train import loop
 from posejax.train import optimizer as optim
 
@@ -61,6 +63,9 @@ def test_paper_recipe():
             stage.optim["decay_factor"], stage.end - stage.start) == (
                 "adam", 5e-4, (50_000,), 0.1, 60_000)
   assert config.train.steps == 0  # both stages in full: 120k steps
+  assert config.model.temperature == 50.0  # lambda
+  spec = get_task(config).batch_spec("ws")  # scale +-20 %, rotation +-30 degrees
+  assert (spec.augment, spec.scale_range, spec.max_rotation_deg) == (True, 0.2, 30.0)
   assert config.optim.clip_norm == 0 and config.batch.flip_probability == 0.5
   assert config.objective.losses_3d_move_2d and config.objective.root_depth_gradient
   assert config.pseudo_labels.enabled and config.pseudo_labels.threshold == 0.5  # studio data
@@ -77,6 +82,32 @@ def test_schedule_fields_can_be_set_on_the_command_line():
     _, schedule = optim.make_optimizer(stage.optim)
     assert float(schedule(0)) == 0 and float(schedule(100)) == 0
     assert float(schedule(10)) == pytest.approx(stage.optim["learning_rate"])
+
+
+def test_augmentation_ranges_can_be_set_on_the_command_line():
+  config = _config("synthetic", "2d+ws")
+  config.lock()  # as config_flags does
+  config.batch.update(max_rotation_deg=0.0, scale_range=0.1)
+  for objective in ("2d", "ws", "fs"):
+    spec = get_task(config).batch_spec(objective)
+    assert (spec.max_rotation_deg, spec.scale_range) == (0.0, 0.1)
+
+
+def test_the_synthetic_temperature_reads_joints_between_cell_centres():
+  # The synthetic config's 16 x 16 heatmaps (64 px, stride 4): its soft-argmax temperature must
+  # read a perfect Gaussian target (the heatmap loss's sigma) to well under a pixel, where the
+  # method's lambda = 50 snaps towards cell centres (BUILD_NOTES.md, session 16).
+  config = _config("synthetic")
+  sigma = Objective().heatmap_sigma
+  joints = np.random.default_rng(0).uniform(8, 56, (500, 1, 2)).astype(np.float32)
+  targets = losses.heatmap_targets(joints, (16, 16), stride=4, sigma=sigma)
+
+  def mean_error(temperature):
+    found, _ = geometry.softargmax(targets, temperature=temperature, stride=4)
+    return float(np.mean(np.linalg.norm(np.asarray(found) - joints, axis=-1)))
+
+  assert mean_error(config.model.temperature) < 0.15
+  assert mean_error(50.0) > 0.5
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -66,8 +66,11 @@ def pose25d(arg: str | None, default: str = "2d+ws") -> config_dict.ConfigDict:
                          learning_rates={})
   config.model = config_dict.ConfigDict(dict(name="hrnet_w32", dtype="bfloat16",
                                              temperature=50.0))
+  # The augmentation's ranges (docs/method.md: scale +-20 %, rotation +-30 degrees), here so
+  # that a command line can set them.
   config.batch = config_dict.ConfigDict(dict(labeled=128, multiview=32, num_views=4,
-                                             flip_probability=0.5))
+                                             augment=True, scale_range=0.2,
+                                             max_rotation_deg=30.0, flip_probability=0.5))
   # schedule, warmup_steps, total_steps at posejax/train/optimizer.py's defaults, here so that
   # a command line can set them (e.g. --config.optim.schedule=cosine).
   config.optim = config_dict.ConfigDict(dict(name="adam", learning_rate=5e-4,
