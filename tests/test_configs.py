@@ -6,7 +6,7 @@ import importlib
 import numpy as np
 import pytest
 
-from posejax import geometry, losses
+from experiments.studies import softargmax_temperature
 from posejax.data.batching import pipeline
 from posejax.data.real import datasets
 from posejax.tasks import get_task
@@ -98,13 +98,12 @@ def test_the_synthetic_temperature_reads_joints_between_cell_centres():
   # read a perfect Gaussian target (the heatmap loss's sigma) to well under a pixel, where the
   # method's lambda = 50 snaps towards cell centres (BUILD_NOTES.md, session 16).
   config = _config("synthetic")
+  assert config.data.image_size == 16 * softargmax_temperature.STRIDE
   sigma = Objective().heatmap_sigma
   joints = np.random.default_rng(0).uniform(8, 56, (500, 1, 2)).astype(np.float32)
-  targets = losses.heatmap_targets(joints, (16, 16), stride=4, sigma=sigma)
 
   def mean_error(temperature):
-    found, _ = geometry.softargmax(targets, temperature=temperature, stride=4)
-    return float(np.mean(np.linalg.norm(np.asarray(found) - joints, axis=-1)))
+    return float(np.mean(softargmax_temperature.decoding_error(temperature, sigma, joints)))
 
   assert mean_error(config.model.temperature) < 0.15
   assert mean_error(50.0) > 0.5

@@ -18,6 +18,7 @@ from PIL import Image
 from experiments import predict
 from experiments.configs import deeppose_synthetic, pose_transformer_synthetic
 from experiments.configs import synthetic as synthetic_config
+from experiments.studies import softargmax_temperature
 from posejax import geometry, viz
 from posejax.data.batching.sources import make_source
 from posejax.data.real import crop
@@ -255,6 +256,27 @@ def test_missing_or_unreadable_images_are_named_before_the_model_loads(photo, tm
     predict.predict_files(nowhere, [str(good)], focal_length=0.0)
   with flagsaver.flagsaver(), pytest.raises(app.UsageError, match="at least one image"):
     predict.main(predict.flags.FLAGS(["predict", f"--workdir={nowhere}"]))
+
+
+def test_the_temperature_study_decodes_as_a_model_built_at_that_temperature(workdir):
+  config = checkpoints.load_config(workdir)
+  source, samples = make_source(config.data), config.eval.validation_samples
+
+  def restored(temperature):  # the workdir's model as if built at `temperature`
+    config.model.temperature = temperature
+    model, _ = checkpoints.restore_task_model(get_task(config),
+                                              checkpoints.checkpoint_dir(workdir, "latest"))
+    model.head.kernel[...] = model.head.kernel[...] * 1e3  # heatmaps that are not flat
+    return model
+
+  by_temperature = softargmax_temperature.decode_at_temperatures(
+      get_task(config), restored(10.0), source, samples, [50.0, 10.0])
+  for temperature, results in by_temperature.items():
+    expected = get_task(config).evaluate(restored(temperature), source, stream="validation",
+                                         samples=samples)
+    for key in ("mpjpe", "error_2d_px"):
+      assert results[key] == pytest.approx(expected[key], rel=1e-6)
+  assert by_temperature[50.0]["error_2d_px"] != pytest.approx(by_temperature[10.0]["error_2d_px"])
 
 
 def test_a_workdir_without_checkpoint_is_refused(photo, tmp_path):
