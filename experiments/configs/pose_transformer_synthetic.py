@@ -19,7 +19,8 @@ backbone): its HRNet alone is read (`init_from_part=backbone`). With RUNS/2d the
 The evaluation (50 held-out samples x 4 views) prints the house's 3D table and, per decoder
 layer, the MPJPE of the class read-out and of the oracle matching, the share of joints whose
 class read-out is the oracle's, and the error on hidden joints. Measured: BUILD_NOTES.md,
-sessions 10, 11, 13 and 14; docs/results.md 7.2.
+sessions 10, 11, 13, 14 and 16 (the fs model at the synthetic config's soft-argmax
+temperature 10); docs/results.md 7.2.
 
 N and the class cost were chosen on the validation stream (MPJPE after 1000 steps, sessions 13
 and 14): N = 17 with `objective.cost_class=5` 243.8 mm; N = 17 at cost 1 252.4; N = 34 247.0,
