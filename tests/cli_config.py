@@ -12,7 +12,7 @@ def get_config(arg: str | None = None):
   # Every stage 2 steps, at the config's learning rate (5e-4), as the tolerances were measured.
   config.stages = common.stages(common.stage_objectives(arg, "fs"),
                                 steps=dict.fromkeys(common.POSE25D_OBJECTIVES, 2),
-                                learning_rates={})
+                                optims={})
   config.data.update(image_size=32, num_views=2, motion="procedural", workers=0,
                      occluder_probability=0.0)
   config.batch.update(labeled=8, multiview=4, num_views=2)  # split over 2 processes x 2 devices

@@ -84,6 +84,18 @@ def test_schedule_fields_can_be_set_on_the_command_line():
     assert float(schedule(10)) == pytest.approx(stage.optim["learning_rate"])
 
 
+def test_a_cosine_stage_without_total_steps_decays_to_zero_at_its_own_end():
+  config = _config("synthetic", "2d+ws")
+  config.stages.stage1.steps, config.stages.stage2.steps = 100, 40
+  config.stages.stage2.optim = dict(learning_rate=1e-3, schedule="cosine")
+  first, second = loop.stages_of(config)
+  _, schedule = optim.make_optimizer(second.optim)
+  assert float(schedule(0)) == pytest.approx(1e-3) and float(schedule(40)) == 0
+  assert 0 < float(schedule(20)) < 1e-3
+  _, schedule = optim.make_optimizer(first.optim)  # stage 1 keeps the config's constant rate
+  assert float(schedule(0)) == float(schedule(100)) == pytest.approx(5e-4)
+
+
 def test_augmentation_ranges_can_be_set_on_the_command_line():
   config = _config("synthetic", "2d+ws")
   config.lock()  # as config_flags does

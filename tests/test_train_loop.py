@@ -141,7 +141,8 @@ def test_stage_one_then_weak_supervision_in_one_run_keeps_the_best_and_writes_te
   loop.train_and_evaluate(config, str(tmp_path))
   out = capsys.readouterr().out
   assert "step 0: stage 'stage1' (objective '2d', steps 0-2" in out
-  assert "step 2: stage 'stage2' (objective 'ws', steps 2-3, adam at learning rate 5e-05)" in out
+  assert ("step 2: stage 'stage2' (objective 'ws', steps 2-3, adam at learning rate 0.0001, "
+          "cosine to 0 at step 1 of the stage)") in out
   assert out.count("images per step") == 2 and "), 24 images per step" in out
   validation = {int(step): float(mm) for step, mm in
                 re.findall(r"step (\d+): validation mpjpe ([\d.]+)", out)}
@@ -157,7 +158,7 @@ def test_stage_one_then_weak_supervision_in_one_run_keeps_the_best_and_writes_te
   tags = set(scalars.Tags()["scalars"])
   assert {"loss", "heatmap", "multiview", "limb", "validation/mpjpe", "learning_rate"} <= tags
   assert [e.step for e in scalars.Scalars("loss")] == [1, 2, 3]
-  assert [e.value for e in scalars.Scalars("learning_rate")] == pytest.approx([5e-4, 5e-4, 5e-5])
+  assert [e.value for e in scalars.Scalars("learning_rate")] == pytest.approx([5e-4, 5e-4, 1e-4])
   results = loop.evaluate_workdir(checkpoints.load_config(str(tmp_path)), str(tmp_path), "best")
   assert json.loads((tmp_path / "eval_best.json").read_text())["step"] == best.all_steps()[0]
   assert np.isfinite(results["mpjpe"])

@@ -23,14 +23,14 @@ def stage_objectives(arg: str | None, default: str, known=POSE25D_OBJECTIVES) ->
 
 
 def stages(objectives: list[str], steps: dict[str, int],
-           learning_rates: dict[str, float]) -> config_dict.ConfigDict:
+           optims: dict[str, dict]) -> config_dict.ConfigDict:
   """`config.stages`: stage1, stage2, ... in order, each with its objective, steps and (where
-  it differs from config.optim) its learning rate."""
+  they differ from config.optim) its optimiser's fields, e.g. {"ws": {"learning_rate": 5e-5}}."""
   out = config_dict.ConfigDict()
   for index, objective in enumerate(objectives):
     stage = dict(objective=objective, steps=steps[objective])
-    if objective in learning_rates:
-      stage["optim"] = dict(learning_rate=learning_rates[objective])
+    if objective in optims:
+      stage["optim"] = dict(optims[objective])
     out[f"stage{index + 1}"] = stage
   return out
 
@@ -63,7 +63,7 @@ def pose25d(arg: str | None, default: str = "2d+ws") -> config_dict.ConfigDict:
   config.seed = 0
   config.init_from = ""  # a workdir whose weights the first stage starts from
   config.stages = stages(objectives, steps={"2d": 60_000, "fs": 60_000, "ws": 60_000},
-                         learning_rates={})
+                         optims={})
   config.model = config_dict.ConfigDict(dict(name="hrnet_w32", dtype="bfloat16",
                                              temperature=50.0))
   # The augmentation's ranges (docs/method.md: scale +-20 %, rotation +-30 degrees), here so

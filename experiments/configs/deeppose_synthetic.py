@@ -72,7 +72,7 @@ def heatmap_baseline() -> config_dict.ConfigDict:
   data, augmentation and batch, the small HRNet on the whole 128-px crop, for HEATMAP_STEPS
   steps. `python -m experiments.studies.deeppose_table` puts it beside the cascade."""
   config = common.pose25d("2d")
-  config.stages = common.stages(["2d"], steps={"2d": HEATMAP_STEPS}, learning_rates={})
+  config.stages = common.stages(["2d"], steps={"2d": HEATMAP_STEPS}, optims={})
   config.data = data()
   config.batch.update(labeled=32, multiview=0, flip_probability=0.0, max_rotation_deg=30.0,
                       scale_range=0.2)

@@ -45,7 +45,7 @@ def recipe(arg: str | None = None) -> config_dict.ConfigDict:
   # any task's workdir with the same backbone: a PoseNet's 2D stage, as DETR starts from a
   # pretrained backbone).
   config.init_from_part = ""
-  config.stages = common.stages(["matched"], steps={"matched": 60_000}, learning_rates={})
+  config.stages = common.stages(["matched"], steps={"matched": 60_000}, optims={})
   config.model = config_dict.ConfigDict(dict(
       name="hrnet_w32", dtype="bfloat16", d_model=256, num_heads=8, ffn_dim=1024,
       encoder_layers=6, decoder_layers=6, num_queries=100, num_levels=4, dropout=0.1,

@@ -41,7 +41,7 @@ STEPS = 1000
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   config = pose_transformer_h36m.recipe(arg)
-  config.stages = common.stages(["matched"], steps={"matched": STEPS}, learning_rates={})
+  config.stages = common.stages(["matched"], steps={"matched": STEPS}, optims={})
   # num_levels=3: the stride-8, 16 and 32 branches, 84 tokens at 64 px. With the stride-4 one
   # too (340 tokens) full attention made a step 2.7x slower on the 2-core CPU (BUILD_NOTES.md,
   # session 10); Deformable DETR's answer, deformable attention, is not implemented.

@@ -3,7 +3,8 @@
 A run is a sequence of stages (`config.stages`, in order): each names an objective of the
 task, its number of steps and its optimiser (the config's `optim`, updated by the stage's own
 `optim` fields). A stage starts from the weights where the previous one ended, with a fresh
-optimiser state (a schedule that starts at 0), and its batches count from its own first step,
+optimiser state (a schedule that starts at 0; a cosine one without `total_steps` ends with
+the stage), and its batches count from its own first step,
 so stage 2 of one run is exactly stage 2 of a separate run started from stage 1's workdir
 (`config.init_from`). `config.train.steps` stops the run early (default: every stage).
 
@@ -70,11 +71,24 @@ def stages_of(config) -> list[Stage]:
       raise ValueError(f"stages.{name}.steps must be positive, got {stage.steps}")
     settings = dict(config.optim)
     settings.update(dict(stage.get("optim", {})))
+    if settings.get("schedule") == "cosine" and not settings.get("total_steps"):
+      settings["total_steps"] = stage.steps  # the stage's own schedule ends with the stage
     stages.append(Stage(name, stage.objective, start, start + stage.steps, settings))
     start += stage.steps
   if not stages:
     raise ValueError("config.stages is empty: a run needs at least one stage")
   return stages
+
+
+def _schedule_words(settings: dict) -> str:
+  """How the stage's learning rate moves, for its opening line ("" for a constant one)."""
+  words = f", warm-up {settings['warmup_steps']} steps" if settings.get("warmup_steps") else ""
+  if settings.get("schedule") == "cosine":
+    return f"{words}, cosine to 0 at step {settings['total_steps']} of the stage"
+  decay_steps = ", ".join(str(int(s)) for s in settings.get("decay_steps", ()))
+  if decay_steps:
+    words += f", x {settings.get('decay_factor', 0.1):g} at step {decay_steps} of the stage"
+  return words
 
 
 def total_steps(config, stages: list[Stage]) -> int:
@@ -229,7 +243,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         images_per_step = spec.images_per_step()
         print(f"step {step}: stage {stage.name!r} (objective {stage.objective!r}, steps "
               f"{stage.start}-{stage.end}, {stage.optim.get('name', 'adam')} at learning rate "
-              f"{stage.optim['learning_rate']:g}), {images_per_step} images per step",
+              f"{stage.optim['learning_rate']:g}{_schedule_words(stage.optim)}), "
+              f"{images_per_step} images per step",
               flush=True)
       state, step_metrics = train_step(state, _global_batch(next(batches), by_example))
       done = step + 1

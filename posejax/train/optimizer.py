@@ -4,6 +4,7 @@
         name="adam",            # adam | adamw | adagrad | sgd (with `momentum`)
         learning_rate=5e-4,
         schedule="step",        # step: x decay_factor at each of decay_steps; cosine: to 0
+        total_steps=0,          # cosine: at this step (0 in a stage of a run: at the stage's end)
         decay_steps=(50_000,), decay_factor=0.1,
         warmup_steps=0,         # linear from 0 to learning_rate first
         weight_decay=0.0,       # adamw / sgd; never on norms and biases (parameters of ndim < 2)
