@@ -4,16 +4,18 @@ r"""The built-in synthetic multi-view data (no download): the main job, sized fo
     python -m experiments.show_data --config=experiments/configs/synthetic.py --out=sheet.png
 
 One run, two stages (docs/method.md section 5): stage 1 "2d" (L_H, 2000 steps at 5e-4), then
-stage 2 "ws" (weakly supervised, 500 steps with a fresh Adam state from stage 1's weights,
-its learning rate from 1e-4 to 0 along a cosine). The colon argument names the stages: ":2d+fs" (the fully supervised baseline), ":2d"
-(stage 1 alone), ":ws" or ":fs" (stage 2 alone, with `--config.init_from=STAGE1_WORKDIR`).
-The small HRNet with all resolutions to the head, 64 px crops, soft-argmax temperature 10.
-Measured on a 2-core CPU (BUILD_NOTES.md, session 17): 13 min 46 s, held-out MPJPE 174.7 mm
-(183.2 at the method's temperature 50, session 14). Stage 2 has 500 steps, not 2000, for the
-15 minutes: at temperature 50 its validation MPJPE after 500 steps (189.3) was as low as
-later on (189.3 after 750, 190.3 after 1000, 187.5-195.0 up to 2000; session 9).
-The 3D losses' gradient holds the root depth constant and leaves the 2D to L_H
-(objective.root_depth_gradient=False, losses_3d_move_2d=False; why: BUILD_NOTES.md).
+stage 2 "ws" (weakly supervised, 500 steps with a fresh Adam state from stage 1's weights, its
+learning rate from 1e-4 to 0 along a cosine). The colon argument names the stages: ":2d+fs"
+(the fully supervised baseline, 500 steps at 5e-5), ":2d" (stage 1 alone), ":ws" or ":fs"
+(stage 2 alone, with `--config.init_from=STAGE1_WORKDIR`). The small HRNet with all
+resolutions to the head, 64 px crops, soft-argmax temperature 10. Measured on a 2-core CPU
+(BUILD_NOTES.md, session 17): 14 min 9 s, held-out MPJPE 172.0 mm (174.7 with stage 2 at a
+constant 5e-5, session 16; 183.2 at the method's temperature 50 too, session 14). Stage 2
+has 500 steps, not 2000, for the 15 minutes: at temperature 50 and 5e-5 its validation MPJPE
+after 500 steps (189.3) was as low as later on (189.3 after 750, 190.3 after 1000,
+187.5-195.0 up to 2000; session 9). The 3D losses' gradient holds the root depth constant and
+leaves the 2D to L_H (objective.root_depth_gradient=False, losses_3d_move_2d=False; why:
+BUILD_NOTES.md).
 """
 
 from ml_collections import config_dict
