@@ -112,7 +112,7 @@ def test_the_synthetic_temperature_reads_joints_between_cell_centres():
   config = _config("synthetic")
   assert config.data.image_size == 16 * softargmax_temperature.STRIDE
   sigma = Objective().heatmap_sigma
-  joints = np.random.default_rng(0).uniform(8, 56, (500, 1, 2)).astype(np.float32)
+  joints = softargmax_temperature.random_joints(500)
 
   def mean_error(temperature):
     return float(np.mean(softargmax_temperature.decoding_error(temperature, sigma, joints)))

@@ -65,6 +65,15 @@ def test_warmup_then_step_decay_and_cosine():
     optim.learning_rate_schedule(schedule="linear")
 
 
+def test_the_schedule_in_words_matches_the_settings():
+  assert optim.describe({}) == "adam at learning rate 0.0005"  # the defaults: constant
+  assert optim.describe(dict(name="adamw", learning_rate=1e-3, warmup_steps=10,
+                             decay_steps=(50, 80), decay_factor=0.5)) == (
+      "adamw at learning rate 0.001, warm-up 10 steps, x 0.5 at step 50, 80 of the stage")
+  assert optim.describe(dict(learning_rate=1e-4, schedule="cosine", total_steps=500)) == (
+      "adam at learning rate 0.0001, cosine to 0 at step 500 of the stage")
+
+
 PARAMS = {"backbone": {"conv": {"kernel": np.ones((2, 2), np.float32),
                                 "bias": np.ones(2, np.float32)}},
           "head": {"kernel": np.ones((2, 2), np.float32)}}

@@ -43,10 +43,16 @@ def decoding_error(temperature: float, sigma: float, joints_2d: np.ndarray) -> n
   return np.linalg.norm(np.asarray(found) - joints_2d, axis=-1)
 
 
-def perfect_heatmaps(temperatures: list[float], sigmas: list[float], count: int) -> None:
-  margin = 2 * STRIDE  # away from the border, where the Gaussian is cut off
+def random_joints(count: int) -> np.ndarray:
+  """[count, 1, 2] float32 joints at random sub-cell positions, 2 cells from the border (where
+  the Gaussian would be cut off)."""
+  margin = 2 * STRIDE
   joints = np.random.default_rng(0).uniform(margin, GRID * STRIDE - margin, (count, 1, 2))
-  joints = joints.astype(np.float32)
+  return joints.astype(np.float32)
+
+
+def perfect_heatmaps(temperatures: list[float], sigmas: list[float], count: int) -> None:
+  joints = random_joints(count)
   print(f"perfect Gaussian heatmaps, {GRID} x {GRID} cells of {STRIDE} px, {count} joints: "
         "soft-argmax error in px (mean / max)")
   print("sigma (cells)  " + "  ".join(f"{f'lambda {t:g}':>14}" for t in temperatures))
@@ -58,13 +64,14 @@ def perfect_heatmaps(temperatures: list[float], sigmas: list[float], count: int)
 def decode_at_temperatures(task, model, source, samples: int,
                            temperatures: list[float]) -> dict[float, dict]:
   """The validation results of one pose25d model at each temperature, its weights unchanged."""
-  by_temperature = {}
+  by_temperature, trained_at = {}, model.temperature
   for temperature in temperatures:
     model.temperature = temperature  # the decoding only: the weights are the trained ones
     results = by_temperature[temperature] = task.evaluate(model, source, stream="validation",
                                                           samples=samples)
     print(f"  lambda {temperature:>5g}: MPJPE {results['mpjpe']:.1f} mm, 2D error "
           f"{results['error_2d_px']:.2f} px", flush=True)
+  model.temperature = trained_at
   return by_temperature
 
 

@@ -80,17 +80,6 @@ def stages_of(config) -> list[Stage]:
   return stages
 
 
-def _schedule_words(settings: dict) -> str:
-  """How the stage's learning rate moves, for its opening line ("" for a constant one)."""
-  words = f", warm-up {settings['warmup_steps']} steps" if settings.get("warmup_steps") else ""
-  if settings.get("schedule") == "cosine":
-    return f"{words}, cosine to 0 at step {settings['total_steps']} of the stage"
-  decay_steps = ", ".join(str(int(s)) for s in settings.get("decay_steps", ()))
-  if decay_steps:
-    words += f", x {settings.get('decay_factor', 0.1):g} at step {decay_steps} of the stage"
-  return words
-
-
 def total_steps(config, stages: list[Stage]) -> int:
   """`train.steps` when set (a run stopped early), else every stage's steps."""
   steps = config.train.get("steps") or stages[-1].end
@@ -242,8 +231,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             stage_start=stage.start), mesh)
         images_per_step = spec.images_per_step()
         print(f"step {step}: stage {stage.name!r} (objective {stage.objective!r}, steps "
-              f"{stage.start}-{stage.end}, {stage.optim.get('name', 'adam')} at learning rate "
-              f"{stage.optim['learning_rate']:g}{_schedule_words(stage.optim)}), "
+              f"{stage.start}-{stage.end}, {optim.describe(stage.optim)}), "
               f"{images_per_step} images per step",
               flush=True)
       state, step_metrics = train_step(state, _global_batch(next(batches), by_example))

@@ -88,6 +88,21 @@ def parameter_groups(params, multipliers: Mapping[str, float]):
   return jax.tree_util.tree_map_with_path(group, params)
 
 
+def describe(optim: Mapping) -> str:
+  """The optimiser and how its learning rate moves, in words: "adam at learning rate 0.0001,
+  cosine to 0 at step 500 of the stage" (steps count from the optimiser's first)."""
+  o = dict(_DEFAULTS, **optim)
+  words = f"{o['name']} at learning rate {o['learning_rate']:g}"
+  if o["warmup_steps"]:
+    words += f", warm-up {o['warmup_steps']} steps"
+  if o["schedule"] == "cosine":
+    return f"{words}, cosine to 0 at step {o['total_steps']} of the stage"
+  if o["decay_steps"]:
+    decay_steps = ", ".join(str(int(s)) for s in o["decay_steps"])
+    words += f", x {o['decay_factor']:g} at step {decay_steps} of the stage"
+  return words
+
+
 def make_optimizer(optim: Mapping) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """(optimiser, learning-rate schedule of the default group) of an `optim` mapping (see the
   module docstring; missing keys take their defaults, unknown keys are an error)."""
