@@ -572,9 +572,11 @@ class MapNet(nnx.Module):
     return self.head(self.backbone(images))
 
 
-def _posejax_map_step(config: models.HRNetConfig, image_size: int, batch_size: int,
-                      repeats: int) -> dict:
-  """Seconds per jitted train step (forward, MSE, backward, Adam) and compile time."""
+def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: int):
+  """The jitted train step (forward, MSE on the maps, backward, Adam) on random inputs.
+
+  Returns (step, compile seconds, parameter count); each `step()` runs one step on the state
+  the previous one left (donated) and returns the loss."""
   model = MapNet(config, TORCH_OUTPUTS, rngs=nnx.Rngs(0))
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -584,7 +586,7 @@ def _posejax_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
   targets = jnp.asarray(rng.normal(size=(batch_size, image_size // 4, image_size // 4,
                                          TORCH_OUTPUTS)), jnp.float32)
 
-  def step(params, rest, opt_state, images, targets):
+  def train_step(params, rest, opt_state, images, targets):
     def loss(params):
       net = nnx.merge(graphdef, params, rest, copy=True)  # BatchNorm updates its statistics
       value = jnp.mean(jnp.square(net(images) - targets))
@@ -593,20 +595,33 @@ def _posejax_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), rest, opt_state, value
 
-  state = (params, rest, tx.init(params))
+  state = [params, rest, tx.init(params)]
   start = time.perf_counter()
-  compiled = jax.jit(step, donate_argnums=(0, 1, 2)).lower(*state, images, targets).compile()
+  compiled = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(*state, images,
+                                                                 targets).compile()
   compile_seconds = time.perf_counter() - start
-  *state, value = jax.block_until_ready(compiled(*state, images, targets))  # warm-up
+
+  def step():  # donated: each step consumes the previous state
+    *new_state, value = jax.block_until_ready(compiled(*state, images, targets))
+    state[:] = new_state
+    return value
+
+  return step, compile_seconds, models.count_parameters(model)
+
+
+def _posejax_map_step(config: models.HRNetConfig, image_size: int, batch_size: int,
+                      repeats: int) -> dict:
+  """Seconds per jitted train step (forward, MSE, backward, Adam) and compile time."""
+  step, compile_seconds, params = compiled_map_step(config, image_size, batch_size)
+  step()  # warm-up
   times = []
-  for _ in range(repeats):  # donated: each step consumes the previous state
+  for _ in range(repeats):
     start = time.perf_counter()
-    *state, value = jax.block_until_ready(compiled(*state, images, targets))
+    value = step()
     times.append(time.perf_counter() - start)
   if not np.isfinite(float(value)):
     raise FloatingPointError(f"posejax loss {float(value)}")
-  return dict(seconds=statistics.median(times), compile_s=compile_seconds,
-              params=models.count_parameters(model))
+  return dict(seconds=statistics.median(times), compile_s=compile_seconds, params=params)
 
 
 def _torch_map_step(torch, pose_hrnet, config: models.HRNetConfig, image_size: int,
