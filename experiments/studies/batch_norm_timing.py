@@ -37,16 +37,9 @@ _STEP_CASES = flags.DEFINE_list(
     "BACKBONE:SIZE:BATCH of the step (the main job's stage-1 batch is 64 px x 32).")
 
 LAYER_SHAPES = [(4, 64, 64, 32), (4, 128, 128, 64), (4, 64, 64, 256), (32, 16, 16, 32)]
-
-
-def _flax_batch_norm(channels, dtype, rngs):
-  """HRNet's BatchNorm as it was: Flax's, with autodiff's backward pass."""
-  norm = nnx.BatchNorm(channels, momentum=hrnet.BATCH_NORM_MOMENTUM,
-                       epsilon=hrnet.BATCH_NORM_EPSILON, use_fast_variance=False, dtype=dtype,
-                       rngs=rngs)
-  norm.mean = hrnet.RunningStatistic(norm.mean.get_value())
-  norm.var = hrnet.RunningStatistic(norm.var.get_value())
-  return norm
+# The two classes compared: Flax's (autodiff's backward pass; HRNet's before session 18) and
+# posejax's. The step section builds HRNet with each through its own `hrnet._batch_norm`.
+FORMULATIONS = (("flax", nnx.BatchNorm), ("posejax", BatchNorm))
 
 
 def _median_ms(call) -> float:
@@ -81,7 +74,7 @@ def layer_section():
     x = jax.random.normal(jax.random.key(0), shape) * 3 + 20
     target = jax.random.normal(jax.random.key(1), shape)
     calls, gradients = {}, {}
-    for name, cls in (("flax", nnx.BatchNorm), ("posejax", BatchNorm)):
+    for name, cls in FORMULATIONS:
       norm = cls(shape[-1], use_fast_variance=False, rngs=nnx.Rngs(0))
       graphdef, params, stats = nnx.split(norm, nnx.Param, ...)
 
@@ -110,8 +103,8 @@ def step_section():
   for case in _STEP_CASES.value:
     name, size, batch = case.split(":")
     steps = {}
-    for label, factory in (("flax", _flax_batch_norm), ("posejax", hrnet._batch_norm)):  # pylint: disable=protected-access
-      with mock.patch.object(hrnet, "_batch_norm", factory):
+    for label, cls in FORMULATIONS:
+      with mock.patch.object(hrnet, "BatchNorm", cls):
         step, compile_seconds, _ = benchmark.compiled_map_step(models.BACKBONES[name],
                                                                int(size), int(batch))
       steps[label] = step

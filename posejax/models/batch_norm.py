@@ -4,8 +4,9 @@
 pass differs: the input's gradient in one expression over two per-channel sums,
 dx = scale / sigma * (dy - mean(dy) - x_hat * mean(dy * x_hat)), where autodiff of the two-pass
 variance differentiates through the mean twice and reads the tensor more often. On the 2-core
-CPU: forward + backward (+ ReLU) of a 4 x 128 x 128 x 64 batch 17 ms against 45 ms; the whole
-HRNet train step 5-10 % faster (BUILD_NOTES.md, session 18).
+CPU: forward + backward (+ ReLU) of a 4 x 128 x 128 x 64 batch 13.9 ms against 35.6 ms; the
+whole HRNet train step 0-5 % faster, convolutions being most of it (BUILD_NOTES.md, session 18;
+`python -m experiments.studies.batch_norm_timing`).
 
 Statistics and gradients are computed in float32 whatever the compute dtype.
 """
