@@ -3,7 +3,7 @@ r"""BatchNorm's written-out backward pass against Flax's autodiff one, alone and
     python -m experiments.studies.batch_norm_timing [--parts=layer,step] [--bn_repeats=15]
 
 `layer`: BatchNorm (batch statistics) + ReLU, forward and backward, float32, at the shapes of
-the CPU speed notes: Flax's `nnx.BatchNorm` (two-pass variance), posejax's
+HRNet's large and small tensors: Flax's `nnx.BatchNorm` (two-pass variance), posejax's
 (`posejax.models.batch_norm.BatchNorm`), and PyTorch's `BatchNorm2d` on this machine's threads
 where torch is installed. The gradients are checked equal first.
 `step`: the HRNet train step of `experiments.benchmark` (forward, MSE on the maps, backward,
