@@ -69,21 +69,6 @@ def heatmap_loss(heatmaps, target_heatmaps, joint_mask):
   return _masked_mean(per_joint, joint_mask)
 
 
-def coordinate_loss(joints_2d, target_joints_2d, joint_mask, *, stride: int = 4):
-  """Mean L1 distance of the soft-argmax joints to the labels, in heatmap cells: the integral
-  loss of Sun et al. (ECCV 2018), not in the method's recipe. L_H trains each heatmap towards
-  its Gaussian; this trains what is read from it, including the background's pull towards the
-  grid's centre at a low softmax temperature.
-
-  Args:
-    joints_2d, target_joints_2d: [..., J, 2] input-crop pixels.
-    joint_mask: [..., J] bool, labeled (and visible) joints.
-    stride: input pixels per heatmap cell.
-  """
-  error = jnp.sum(jnp.abs(joints_2d - target_joints_2d), axis=-1) / stride
-  return _masked_mean(error, joint_mask)
-
-
 def depth_loss(rel_depth, target_rel_depth, joint_mask):
   """L_Z: mean squared error of scale-normalised relative depths over labeled joints.
 

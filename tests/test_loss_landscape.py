@@ -12,7 +12,7 @@ from posejax.train import step as step_lib
 # The weights the objective used to carry by default (heatmap 1, psi 5, alpha 10, beta 100,
 # scale 1), by term name.
 WEIGHTS = dict(heatmap=1.0, depth=5.0, multiview=10.0, limb=100.0, scale_bone=1.0,
-               scale_tilt=1.0, coordinates=0.0)
+               scale_tilt=1.0)
 
 
 @pytest.fixture(scope="module")

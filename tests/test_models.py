@@ -200,30 +200,6 @@ def test_concatenated_branches_give_every_resolution_to_the_head():
   assert maps(model, np.zeros((2, 64, 64, 3), np.uint8))[0].shape == (2, 16, 16, 17)
 
 
-def test_bilinear_upsampling_puts_pixel_centres_where_interpolate_does():
-  # F.interpolate(mode="bilinear", align_corners=False), HRNetV2's: half-pixel centres, edges
-  # held. A 2-cell row [0, 1] becomes [0, 0.25, 0.75, 1]; nearest would give [0, 0, 1, 1].
-  from posejax.models.hrnet import _upsample_bilinear
-  row = jnp.asarray([0.0, 1.0]).reshape(1, 1, 2, 1)
-  up = np.asarray(_upsample_bilinear(jnp.broadcast_to(row, (1, 2, 2, 1)), 2))[0, :, :, 0]
-  np.testing.assert_allclose(up, np.tile([0.0, 0.25, 0.75, 1.0], (4, 1)), atol=1e-7)
-  with pytest.raises(ValueError, match="upsample must be 'nearest' or 'bilinear', got 'cubic'"):
-    create_model("hrnetv2_w4_micro", upsample="cubic", rngs=nnx.Rngs(0))
-
-
-def test_hrnetv2_head_adds_one_1x1_conv_bn_relu_before_the_final_layer():
-  plain = create_model("hrnetv2_w4_micro", rngs=nnx.Rngs(0))
-  model = create_model("hrnetv2_w4_micro", head_channels=24, rngs=nnx.Rngs(0))
-  channels = model.backbone.out_channels  # 4 + 8
-  # 1x1 conv without bias (BatchNorm follows), BatchNorm's scale and bias; the final layer now
-  # reads 24 channels instead of 12.
-  extra = channels * 24 + 2 * 24 + (24 - channels) * 2 * H36M.num_joints
-  assert count_parameters(model) - count_parameters(plain) == extra
-  images, cameras = _batch(num_samples=2, num_views=1, size=32)
-  maps = nnx.jit(lambda model, images: model.maps(images))(model, images[:, 0])
-  assert maps[0].shape == maps[1].shape == (2, 8, 8, H36M.num_joints)
-
-
 @pytest.mark.parametrize("name, size, multiple", [("hrnetv2_w4_minimal", 80, 32),
                                                    ("hrnetv2_w4_micro", 36, 8)])
 def test_an_input_size_the_branches_cannot_fuse_is_a_clear_error(name, size, multiple):

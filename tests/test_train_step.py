@@ -122,7 +122,7 @@ def test_group_multipliers_scale_and_freeze():
 
 
 WEIGHTS = dict(heatmap=1.0, depth=5.0, multiview=10.0, limb=100.0, scale_bone=1.0,
-               scale_tilt=1.0, coordinates=0.0)
+               scale_tilt=1.0)
 
 
 def _spec(mode, labeled=4, multiview=2):

@@ -64,11 +64,8 @@ def pose25d(arg: str | None, default: str = "2d+ws") -> config_dict.ConfigDict:
   config.init_from = ""  # a workdir whose weights the first stage starts from
   config.stages = stages(objectives, steps={"2d": 60_000, "fs": 60_000, "ws": 60_000},
                          optims={})
-  # head_channels 0: the pose HRNet's single 1x1 final layer; upsample: how an HRNetV2 brings
-  # its branches to the highest resolution (posejax/models/hrnet.py).
   config.model = config_dict.ConfigDict(dict(name="hrnet_w32", dtype="bfloat16",
-                                             temperature=50.0, head_channels=0,
-                                             upsample="nearest"))
+                                             temperature=50.0))
   # The augmentation's ranges (docs/method.md: scale +-20 %, rotation +-30 degrees), here so
   # that a command line can set them.
   config.batch = config_dict.ConfigDict(dict(labeled=128, multiview=32, num_views=4,
@@ -82,10 +79,8 @@ def pose25d(arg: str | None, default: str = "2d+ws") -> config_dict.ConfigDict:
                                              clip_norm=0.0))
   # Terms by name: multiview = alpha (L_MC), limb = beta (L_B), depth = psi (L_Z, fs only).
   # scale_bone and scale_tilt keep reconstructions solvable (posejax/losses.py); not in L_B.
-  # coordinates: the integral loss on the soft-argmax joints, not in the recipe (weight 0).
   config.loss_weights = config_dict.ConfigDict(dict(heatmap=1.0, depth=5.0, multiview=0.1,
-                                                    limb=1.0, scale_bone=1.0, scale_tilt=1.0,
-                                                    coordinates=0.0))
+                                                    limb=1.0, scale_bone=1.0, scale_tilt=1.0))
   config.objective = config_dict.ConfigDict(dict(with_scale=False, heatmap_sigma=2.0,
                                                  losses_3d_move_2d=True,
                                                  max_scale_pair_gap=0.7,

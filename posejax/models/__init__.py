@@ -6,8 +6,6 @@ keys (`model.name = "hrnet_w32"`).
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -43,21 +41,12 @@ BACKBONES = {
 
 
 def create_model(name: str, *, skeleton: Skeleton = H36M, dtype=jnp.float32,
-                 temperature: float = 50.0, head_channels: int = 0, upsample: str | None = None,
-                 rngs: nnx.Rngs) -> PoseNet:
-  """A PoseNet with the named backbone. `dtype` is the compute dtype (parameters stay float32).
-
-  `head_channels` and `upsample` (HRNetConfig's, for the backbones that concatenate their
-  branches) shape the head; by default each model's own.
-  """
+                 temperature: float = 50.0, rngs: nnx.Rngs) -> PoseNet:
+  """A PoseNet with the named backbone. `dtype` is the compute dtype (parameters stay float32)."""
   if name not in BACKBONES:
     raise ValueError(f"Unknown model {name!r}; available: {sorted(BACKBONES)}")
-  config = BACKBONES[name]
-  if upsample is not None:
-    config = dataclasses.replace(config, upsample=upsample)
-  backbone = HRNet(config, dtype=dtype, rngs=rngs)
-  return PoseNet(backbone, skeleton, temperature=temperature, head_channels=head_channels,
-                 dtype=dtype, rngs=rngs)
+  backbone = HRNet(BACKBONES[name], dtype=dtype, rngs=rngs)
+  return PoseNet(backbone, skeleton, temperature=temperature, dtype=dtype, rngs=rngs)
 
 
 def count_parameters(model: nnx.Module) -> int:

@@ -41,8 +41,6 @@ class HRNetConfig:
     concat_branches: output every branch, upsampled to the highest resolution and concatenated
       (the HRNetV2 representation of Sun et al. 2019), instead of the pose HRNet's fused
       highest-resolution branch alone; the head then sees width x 15 channels, not width.
-    upsample: how `concat_branches` brings the lower resolutions up: "nearest" (cell copies) or
-      "bilinear" (half-pixel centres, as HRNetV2's F.interpolate with align_corners=False).
   """
 
   width: int = 32
@@ -52,12 +50,6 @@ class HRNetConfig:
   stage_modules: tuple[int, ...] = (1, 4, 3)
   stage_blocks: int = 4
   concat_branches: bool = False
-  upsample: str = "nearest"
-
-  def __post_init__(self):
-    if self.upsample not in ("nearest", "bilinear"):
-      raise ConfigError(f"HRNetConfig.upsample must be 'nearest' or 'bilinear', got "
-                       f"{self.upsample!r}")
 
   def branch_channels(self, num_branches: int) -> list[int]:
     return [self.width * 2**b for b in range(num_branches)]
@@ -165,11 +157,6 @@ class Bottleneck(nnx.Module):
 
 def _upsample_nearest(x, factor):
   return jnp.repeat(jnp.repeat(x, factor, axis=-3), factor, axis=-2)
-
-
-def _upsample_bilinear(x, factor):
-  *batch, height, width, channels = x.shape
-  return jax.image.resize(x, (*batch, height * factor, width * factor, channels), "bilinear")
 
 
 class HighResolutionModule(nnx.Module):
@@ -340,8 +327,6 @@ class HRNet(nnx.Module):
   def __call__(self, images):
     branches = self._branch_features(images)
     if self.config.concat_branches:
-      upsample = (_upsample_bilinear if self.config.upsample == "bilinear"
-                  else _upsample_nearest)
-      return jnp.concatenate([upsample(x, 2**b) if b else x
+      return jnp.concatenate([_upsample_nearest(x, 2**b) if b else x
                               for b, x in enumerate(branches)], axis=-1)
     return branches[0]

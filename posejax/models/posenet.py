@@ -1,7 +1,6 @@
 """PoseNet: image + crop camera -> every prediction of the method (docs/method.md sections 2-3).
 
-backbone (e.g. HRNet, stride 4) -> [1x1 conv + BN + ReLU, HRNetV2's head] -> 1x1 conv to 2J
-channels (J heatmaps, J latent depth maps)
+backbone (e.g. HRNet, stride 4) -> 1x1 conv to 2J channels (J heatmaps, J latent depth maps)
 -> layer 1 (soft-argmax, relative depth, confidence) -> layer 2 (root depth, reconstruction).
 The network may compute in bfloat16; its outputs are cast to float32 before the geometry.
 
@@ -17,7 +16,6 @@ import numpy as np
 from flax import nnx
 
 from posejax import geometry
-from posejax.models.hrnet import ConvBN
 from posejax.skeleton import H36M, Skeleton
 
 # ImageNet statistics in 0..255 pixel units: what the published HRNet weights expect.
@@ -33,24 +31,17 @@ class PoseNet(nnx.Module):
       `out_channels` attribute (C).
     skeleton: the keypoint structure (J joints, scale pair for the reconstruction).
     temperature: lambda of the soft-argmax.
-    head_channels: 0 for a single 1x1 conv from the features to the 2J maps (the pose HRNet's
-      final layer); otherwise a 1x1 conv + BatchNorm + ReLU to this many channels first, the
-      head of HRNetV2 (Sun et al. 2019, `last_layer`: as many channels as it receives).
     dtype: compute dtype of the head (the backbone has its own).
   """
 
   def __init__(self, backbone: nnx.Module, skeleton: Skeleton = H36M, *,
-               temperature: float = 50.0, head_channels: int = 0, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               temperature: float = 50.0, dtype=jnp.float32, rngs: nnx.Rngs):
     self.backbone = backbone
     self.skeleton = skeleton
     self.temperature = temperature
     self.dtype = dtype
-    self.head_hidden = (ConvBN(backbone.out_channels, head_channels, 1, dtype=dtype, rngs=rngs)
-                        if head_channels else None)
-    self.head = nnx.Conv(head_channels or backbone.out_channels, 2 * skeleton.num_joints,
-                         (1, 1), dtype=dtype, kernel_init=nnx.initializers.normal(0.001),
-                         rngs=rngs)
+    self.head = nnx.Conv(backbone.out_channels, 2 * skeleton.num_joints, (1, 1), dtype=dtype,
+                         kernel_init=nnx.initializers.normal(0.001), rngs=rngs)
 
   def maps(self, images):
     """Raw network output: (heatmaps, depthmaps), each [..., h, w, J] float32.
@@ -64,8 +55,6 @@ class PoseNet(nnx.Module):
     x = (images.reshape(-1, height, width, channels).astype(jnp.float32)
          - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
     features = self.backbone(x.astype(self.dtype))
-    if self.head_hidden is not None:
-      features = self.head_hidden(features)
     out = self.head(features).astype(jnp.float32)
     out = out.reshape(*batch, *out.shape[1:])
     num_joints = self.skeleton.num_joints

@@ -3,8 +3,8 @@ CVPR 2020; docs/method.md). PoseNet predicts 2.5D (heatmaps + relative depth map
 reconstructs a scale-normalised 3D pose from one image; stages train it with the objectives
 "2d" (stage 1), "ws" (weak, multi-view) or "fs" (3D-supervised baseline).
 
-Config fields it reads: model (name, dtype, temperature, head_channels, upsample), objective
-(`Objective`'s settings), loss_weights, batch, pseudo_labels, eval.
+Config fields it reads: model (name, dtype, temperature), objective (`Objective`'s settings),
+loss_weights, batch, pseudo_labels, eval.
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ class Pose25D(Task):
   def create_model(self, rngs: nnx.Rngs) -> nnx.Module:
     model = self.config.model
     return create_model(model.name, skeleton=self.skeleton, dtype=jnp.dtype(model.dtype),
-                        temperature=model.get("temperature", 50.0),
-                        head_channels=model.get("head_channels", 0),
-                        upsample=model.get("upsample"), rngs=rngs)
+                        temperature=model.get("temperature", 50.0), rngs=rngs)
 
   def _pseudo_labels_on(self) -> bool:
     return bool(self.config.get("pseudo_labels", {}).get("enabled"))

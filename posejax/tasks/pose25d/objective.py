@@ -1,7 +1,6 @@
 """The objectives of the 2.5D method (docs/method.md section 4), as loss terms by name.
 
-  "2d": heatmap (L_H) on the 2D-labeled stream (stage-1 pretraining); every objective also
-        has "coordinates" (`losses.coordinate_loss`) wherever it has L_H, weight 0 in the recipe.
+  "2d": heatmap (L_H) on the 2D-labeled stream (stage-1 pretraining).
   "fs": heatmap + depth (L_Z); the multi-view views carry 2D and 3D labels in this mode.
   "ws": heatmap + multiview (L_MC) + limb (L_B) + scale_bone + scale_tilt; the multi-view
         stream has no labels (the train step refuses a batch that carries any: weak supervision
@@ -73,8 +72,6 @@ def objective_terms(predictions: dict, batch: dict, objective: Objective, skelet
     targets = losses.heatmap_targets(joints_2d, size, stride=stride,
                                      sigma=objective.heatmap_sigma)
     terms["heatmap"] = losses.heatmap_loss(heatmaps[:count], targets, mask)
-    terms["coordinates"] = losses.coordinate_loss(predictions["joints_2d"][:count], joints_2d,
-                                                  mask, stride=stride)
 
   if "multiview" in batch and objective.mode != "2d":
     view_mask = batch["multiview"]["view_mask"]
