@@ -17,8 +17,10 @@ Sections (run in this order, each prints rows of one table):
             (rendered on the fly and, with --train_data_dir, from a prepared data dir). Each
             device count runs in a fresh process (fake CPU devices are fixed at JAX's start).
   torch:    the same HRNet train step in posejax and in the HRNet authors' PyTorch model, side
-            by side: forward, MSE on 34 maps from a 1x1 head, backward and Adam, float32, per
-            --torch_models x --torch_sizes (square inputs), batch --torch_batch. posejax jitted
+            by side: forward, MSE on 34 maps from a 1x1 head, backward and Adam, per
+            --torch_models x --torch_sizes (square inputs) x --torch_dtypes (float32; bfloat16:
+            the network computes in bfloat16 with float32 parameters, loss and Adam, under
+            torch.autocast for PyTorch), batch --torch_batch. posejax jitted
             (compile and a warm-up step excluded), PyTorch eager on os.cpu_count() threads (one
             warm-up step excluded); images/s of each and posejax / PyTorch. Both networks have
             the same layers (their parameter counts are in the table). Needs PyTorch
@@ -31,6 +33,7 @@ lowering + XLA compilation. Record results in BUILD_NOTES.md with the machine th
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -52,6 +55,7 @@ from flax import nnx
 from experiments import authors_hrnet
 from experiments.configs import synthetic as synthetic_config
 from posejax import geometry, losses, models
+from posejax.errors import ConfigError
 from posejax.data.batching import pipeline, sources
 from posejax.data.render import synthetic
 from posejax.skeleton import H36M
@@ -95,6 +99,9 @@ _TORCH_MODELS = flags.DEFINE_list(
 _TORCH_SIZES = flags.DEFINE_list("torch_sizes", ["64", "128", "256"],
                                  "Torch section: square input sizes in pixels.")
 _TORCH_BATCH = flags.DEFINE_integer("torch_batch", 4, "Torch section: images per train step.")
+_TORCH_DTYPES = flags.DEFINE_list(
+    "torch_dtypes", ["float32"], "Torch section: compute dtypes, float32 and/or bfloat16 "
+    "(float32 parameters, loss and Adam on both sides; torch.autocast for PyTorch).")
 _TORCH_THREADS = flags.DEFINE_integer(
     "torch_threads", None, "Torch section: PyTorch's intra-op threads (default os.cpu_count()).")
 flags.adopt_module_key_flags(authors_hrnet)  # --pose_hrnet: the authors' pose_hrnet.py
@@ -564,20 +571,26 @@ class MapNet(nnx.Module):
   """An HRNet and a 1x1 convolution (with bias) to `outputs` maps: the authors' pose HRNet
   layout, which their final_layer shares."""
 
-  def __init__(self, config: models.HRNetConfig, outputs: int, *, rngs: nnx.Rngs):
-    self.backbone = models.HRNet(config, rngs=rngs)
-    self.head = nnx.Conv(self.backbone.out_channels, outputs, (1, 1), rngs=rngs)
+  def __init__(self, config: models.HRNetConfig, outputs: int, *, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.backbone = models.HRNet(config, dtype=dtype, rngs=rngs)
+    self.head = nnx.Conv(self.backbone.out_channels, outputs, (1, 1), dtype=dtype, rngs=rngs)
+    self.dtype = dtype
 
   def __call__(self, images):
-    return self.head(self.backbone(images))
+    # Parameters in float32, computation in `dtype`, the maps back in float32 for the loss:
+    # PoseNet's mixed precision, and what torch.autocast does on the other side.
+    return self.head(self.backbone(images.astype(self.dtype))).astype(jnp.float32)
 
 
-def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: int):
-  """The jitted train step (forward, MSE on the maps, backward, Adam) on random inputs.
+def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: int,
+                      dtype: str = "float32"):
+  """The jitted train step (forward, MSE on the maps, backward, Adam) on random inputs, the
+  network computing in `dtype` (float32 parameters, Adam and loss).
 
   Returns (step, compile seconds, parameter count); each `step()` runs one step on the state
   the previous one left (donated) and returns the loss."""
-  model = MapNet(config, TORCH_OUTPUTS, rngs=nnx.Rngs(0))
+  model = MapNet(config, TORCH_OUTPUTS, dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0))
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   tx = optax.adam(1e-3)
@@ -610,9 +623,9 @@ def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
 
 
 def _posejax_map_step(config: models.HRNetConfig, image_size: int, batch_size: int,
-                      repeats: int) -> dict:
+                      repeats: int, dtype: str) -> dict:
   """Seconds per jitted train step (forward, MSE, backward, Adam) and compile time."""
-  step, compile_seconds, params = compiled_map_step(config, image_size, batch_size)
+  step, compile_seconds, params = compiled_map_step(config, image_size, batch_size, dtype)
   step()  # warm-up
   times = []
   for _ in range(repeats):
@@ -625,8 +638,9 @@ def _posejax_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
 
 
 def _torch_map_step(torch, pose_hrnet, config: models.HRNetConfig, image_size: int,
-                    batch_size: int, repeats: int) -> dict:
-  """Seconds per eager train step of the authors' model with the same layers."""
+                    batch_size: int, repeats: int, dtype: str) -> dict:
+  """Seconds per eager train step of the authors' model with the same layers; bfloat16 under
+  torch.autocast (float32 parameters, Adam and loss), PyTorch's mixed precision."""
   torch.manual_seed(0)
   model = authors_hrnet.build_authors_model(pose_hrnet, config, TORCH_OUTPUTS)
   model.train()
@@ -636,7 +650,8 @@ def _torch_map_step(torch, pose_hrnet, config: models.HRNetConfig, image_size: i
 
   def step():
     optimizer.zero_grad(set_to_none=True)
-    maps = model(images)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+      maps = model(images).float()
     if maps.shape != targets.shape:  # mse_loss would broadcast
       raise ValueError(f"The authors' model gave maps of shape {tuple(maps.shape)}")
     loss = torch.nn.functional.mse_loss(maps, targets)
@@ -674,9 +689,10 @@ def torch_skip_reason(pose_hrnet_path: str | None) -> str | None:
 
 
 def torch_section(model_names, sizes, batch_size: int, repeats: int,
-                  pose_hrnet_path: str | None, threads: int | None = None) -> list[dict]:
-  """posejax vs the authors' PyTorch HRNet, one row per model and size (or one "skipped" row
-  saying what is missing).
+                  pose_hrnet_path: str | None, threads: int | None = None,
+                  dtypes=("float32",)) -> list[dict]:
+  """posejax vs the authors' PyTorch HRNet, one row per model, size and compute dtype (or one
+  "skipped" row saying what is missing).
 
   Run it on an otherwise idle machine: PyTorch's OpenMP threads wait for each other at every
   operation, and a core taken by another process stalls them all (on 2 loaded cores a step of
@@ -689,18 +705,21 @@ def torch_section(model_names, sizes, batch_size: int, repeats: int,
     return [dict(section="torch", case="skipped", reason=reason)]
   import torch  # pylint: disable=import-outside-toplevel
   configs = {name: models.BACKBONES[name] for name in model_names}  # unknown: KeyError first
+  unknown = sorted(set(dtypes) - {"float32", "bfloat16"})
+  if unknown:
+    raise ConfigError(f"--torch_dtypes: {unknown} not in ['bfloat16', 'float32']")
   pose_hrnet = authors_hrnet.load_pose_hrnet(pose_hrnet_path)
   torch.set_num_threads(threads or os.cpu_count())
   rows = []
   for name, config in configs.items():
-    for size in sizes:
-      print(f"  measuring {name} {size}px ...", flush=True)
+    for size, dtype in itertools.product(sizes, dtypes):
+      print(f"  measuring {name} {size}px {dtype} ...", flush=True)
       load = os.getloadavg()[0]
-      ours = _posejax_map_step(config, int(size), batch_size, repeats)
-      theirs = _torch_map_step(torch, pose_hrnet, config, int(size), batch_size, repeats)
+      ours = _posejax_map_step(config, int(size), batch_size, repeats, dtype)
+      theirs = _torch_map_step(torch, pose_hrnet, config, int(size), batch_size, repeats, dtype)
       posejax_rate, torch_rate = batch_size / ours["seconds"], batch_size / theirs["seconds"]
       rows.append(dict(
-          section="torch", case=f"{name} {size}px float32", batch=batch_size,
+          section="torch", case=f"{name} {size}px {dtype}", batch=batch_size,
           params=ours["params"], torch_params=theirs["params"],
           posejax_compile_s=ours["compile_s"], posejax_img_s=posejax_rate,
           torch_img_s=torch_rate, posejax_over_torch=posejax_rate / torch_rate,
@@ -718,7 +737,7 @@ SECTIONS = {
                                    _TRAIN_DATA_DIR.value),
     "torch": lambda: torch_section(_TORCH_MODELS.value, _TORCH_SIZES.value, _TORCH_BATCH.value,
                                    min(_REPEATS.value, 5), authors_hrnet.POSE_HRNET.value,
-                                   _TORCH_THREADS.value),
+                                   _TORCH_THREADS.value, _TORCH_DTYPES.value),
 }
 
 
