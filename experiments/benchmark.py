@@ -699,15 +699,15 @@ def torch_section(model_names, sizes, batch_size: int, repeats: int,
   the small model at 64 px took 9 s on 2 threads, 0.04 s on 1), far more than it slows XLA's
   thread pool. The rows carry the 1-minute load average at their start.
   """
+  unknown = sorted(set(dtypes) - {"float32", "bfloat16"})
+  if unknown:  # a typo is the user's to fix whether or not the section can run
+    raise ConfigError(f"--torch_dtypes: {unknown} not in ['bfloat16', 'float32']")
   reason = torch_skip_reason(pose_hrnet_path)
   if reason:
     print(f"  torch section skipped: {reason}", flush=True)
     return [dict(section="torch", case="skipped", reason=reason)]
   import torch  # pylint: disable=import-outside-toplevel
   configs = {name: models.BACKBONES[name] for name in model_names}  # unknown: KeyError first
-  unknown = sorted(set(dtypes) - {"float32", "bfloat16"})
-  if unknown:
-    raise ConfigError(f"--torch_dtypes: {unknown} not in ['bfloat16', 'float32']")
   pose_hrnet = authors_hrnet.load_pose_hrnet(pose_hrnet_path)
   torch.set_num_threads(threads or os.cpu_count())
   rows = []

@@ -12,11 +12,14 @@ import math
 import os
 import sys
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx
 
 from experiments import authors_hrnet, benchmark
 from posejax import models
+from posejax.errors import ConfigError
 
 _INSTALL = 'pip install "posejax[torch]"'
 
@@ -91,3 +94,28 @@ def test_tiny_run_times_both():
   for key in ("posejax_img_s", "torch_img_s", "posejax_over_torch", "posejax_compile_s"):
     assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
   assert math.isclose(row["posejax_over_torch"], row["posejax_img_s"] / row["torch_img_s"])
+
+
+def test_an_unknown_dtype_is_a_config_error_even_when_the_section_would_skip():
+  with pytest.raises(ConfigError, match=r"--torch_dtypes: \['float16'\] not in"):
+    _section(None, dtypes=["float32", "float16"])
+
+
+def test_the_posejax_step_computes_in_bfloat16_with_float32_parameters():
+  # The same first step (same weights and inputs) in both dtypes: close, but not the same
+  # numbers, so the network did compute in bfloat16; the loss and the parameters stay float32.
+  config = models.BACKBONES["hrnetv2_w4_micro"]
+  losses = {}
+  for dtype in ("float32", "bfloat16"):
+    step, _, params = benchmark.compiled_map_step(config, 32, 2, dtype)
+    losses[dtype] = step()
+    assert losses[dtype].dtype == jnp.float32
+  assert losses["float32"] != losses["bfloat16"]
+  np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
+
+
+def test_tiny_run_in_bfloat16_uses_autocast_on_pytorchs_side():
+  _torch()
+  (row,) = _section(_pose_hrnet_path(), threads=1, dtypes=["bfloat16"])
+  assert row["case"] == "hrnetv2_w4_minimal 64px bfloat16"
+  assert math.isfinite(row["torch_img_s"]) and row["torch_img_s"] > 0
