@@ -55,9 +55,9 @@ from flax import nnx
 from experiments import authors_hrnet
 from experiments.configs import synthetic as synthetic_config
 from posejax import geometry, losses, models
-from posejax.errors import ConfigError
 from posejax.data.batching import pipeline, sources
 from posejax.data.render import synthetic
+from posejax.errors import ConfigError
 from posejax.skeleton import H36M
 from posejax.tasks import get_task
 from posejax.train import loop
@@ -102,6 +102,10 @@ _TORCH_BATCH = flags.DEFINE_integer("torch_batch", 4, "Torch section: images per
 _TORCH_DTYPES = flags.DEFINE_list(
     "torch_dtypes", ["float32"], "Torch section: compute dtypes, float32 and/or bfloat16 "
     "(float32 parameters, loss and Adam on both sides; torch.autocast for PyTorch).")
+TORCH_DTYPES = ("float32", "bfloat16")
+# At parsing, before any section has run (torch_section checks again for callers in Python).
+flags.register_validator("torch_dtypes", lambda dtypes: set(dtypes) <= set(TORCH_DTYPES),
+                         message=f"--torch_dtypes takes {', '.join(TORCH_DTYPES)}")
 _TORCH_THREADS = flags.DEFINE_integer(
     "torch_threads", None, "Torch section: PyTorch's intra-op threads (default os.cpu_count()).")
 flags.adopt_module_key_flags(authors_hrnet)  # --pose_hrnet: the authors' pose_hrnet.py
@@ -699,9 +703,9 @@ def torch_section(model_names, sizes, batch_size: int, repeats: int,
   the small model at 64 px took 9 s on 2 threads, 0.04 s on 1), far more than it slows XLA's
   thread pool. The rows carry the 1-minute load average at their start.
   """
-  unknown = sorted(set(dtypes) - {"float32", "bfloat16"})
+  unknown = sorted(set(dtypes) - set(TORCH_DTYPES))
   if unknown:  # a typo is the user's to fix whether or not the section can run
-    raise ConfigError(f"--torch_dtypes: {unknown} not in ['bfloat16', 'float32']")
+    raise ConfigError(f"--torch_dtypes: {unknown} not in {list(TORCH_DTYPES)}")
   reason = torch_skip_reason(pose_hrnet_path)
   if reason:
     print(f"  torch section skipped: {reason}", flush=True)

@@ -101,13 +101,13 @@ def test_an_unknown_dtype_is_a_config_error_even_when_the_section_would_skip():
     _section(None, dtypes=["float32", "float16"])
 
 
-def test_the_posejax_step_computes_in_bfloat16_with_float32_parameters():
+def test_the_posejax_step_computes_in_bfloat16_and_its_loss_in_float32():
   # The same first step (same weights and inputs) in both dtypes: close, but not the same
-  # numbers, so the network did compute in bfloat16; the loss and the parameters stay float32.
+  # numbers, so the network did compute in bfloat16; the loss stays float32.
   config = models.BACKBONES["hrnetv2_w4_micro"]
   losses = {}
   for dtype in ("float32", "bfloat16"):
-    step, _, params = benchmark.compiled_map_step(config, 32, 2, dtype)
+    step, _, _ = benchmark.compiled_map_step(config, 32, 2, dtype)
     losses[dtype] = step()
     assert losses[dtype].dtype == jnp.float32
   assert losses["float32"] != losses["bfloat16"]
