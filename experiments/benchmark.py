@@ -113,7 +113,8 @@ flags.adopt_module_key_flags(authors_hrnet)  # --pose_hrnet: the authors' pose_h
 NUM_VIEWS = 4
 
 
-def _median_seconds(run: Callable[[], object], repeats: int) -> float:
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+  """Median wall-clock seconds of `repeats` calls of `run` (which blocks on its results)."""
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
@@ -237,10 +238,10 @@ def geometry_section(repeats: int, sizes) -> list[dict]:
     compiled = _jax_loss_and_grad.lower(*args).compile()
     compile_seconds = time.perf_counter() - start
     (jax_loss, _) = compiled(*args)
-    jax_seconds = _median_seconds(lambda: jax.block_until_ready(compiled(*args)), repeats)
+    jax_seconds = median_seconds(lambda: jax.block_until_ready(compiled(*args)), repeats)
     numpy_repeats = max(1, min(repeats, int(200 / num_samples)))
     numpy_loss, _ = numpy_loss_and_pose_gradient(batch)
-    numpy_seconds = _median_seconds(lambda: numpy_loss_and_pose_gradient(batch), numpy_repeats)
+    numpy_seconds = median_seconds(lambda: numpy_loss_and_pose_gradient(batch), numpy_repeats)
     rows.append(dict(
         section="geometry",
         case=f"reconstruct + L_MC + grad, {num_samples}x{NUM_VIEWS}x{H36M.num_joints}",
@@ -397,7 +398,7 @@ def model_case(name: str, image_size: int, batch_size: int, dtype: str, repeats:
     compiled = jax.jit(function).lower(params, rest, images, cameras).compile()
     row[f"{label}_compile_s"] = time.perf_counter() - start
     jax.block_until_ready(compiled(params, rest, images, cameras))  # warm-up
-    seconds = _median_seconds(
+    seconds = median_seconds(
         lambda: jax.block_until_ready(compiled(params, rest, images, cameras)), repeats)
     row[f"{label}_img_s"] = batch_size / seconds
     flops = matmul_flops(function, params, rest, images, cameras)

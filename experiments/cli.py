@@ -93,3 +93,14 @@ def run(main, config_flags=()):
       _fail(str(error))
 
   app.run(guarded, flags_parser=_parser(config_flags))
+
+
+def run_parts(chosen, parts) -> None:
+  """A study's `--parts`: runs each chosen part, in the order of `parts` (name -> function);
+  an unknown name is a usage error that lists the choices."""
+  unknown = set(chosen) - set(parts)
+  if unknown:
+    raise app.UsageError(f"Unknown parts {sorted(unknown)}; choose from {', '.join(parts)}")
+  for name, run_part in parts.items():
+    if name in chosen:
+      run_part()

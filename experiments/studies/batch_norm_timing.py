@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from experiments import benchmark
+from experiments import benchmark, cli
 from posejax import models
 from posejax.models import hrnet
 from posejax.models.batch_norm import BatchNorm
@@ -40,15 +40,6 @@ LAYER_SHAPES = [(4, 64, 64, 32), (4, 128, 128, 64), (4, 64, 64, 256), (32, 16, 1
 # The two classes compared: Flax's (autodiff's backward pass; HRNet's before session 18) and
 # posejax's. The step section builds HRNet with each through its own `hrnet._batch_norm`.
 FORMULATIONS = (("flax", nnx.BatchNorm), ("posejax", BatchNorm))
-
-
-def _median_ms(call) -> float:
-  times = []
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    jax.block_until_ready(call())
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
 
 
 def _torch_layer(shape):
@@ -94,7 +85,8 @@ def layer_section():
     times = {name: [] for name in calls}
     for _ in range(2):
       for name, call in calls.items():
-        times[name].append(_median_ms(call))
+        times[name].append(1e3 * benchmark.median_seconds(
+            lambda call=call: jax.block_until_ready(call()), _REPEATS.value))
     print("x".join(map(str, shape)) + ": " + "  ".join(
         f"{name} {min(v):.1f} ms" for name, v in times.items()), flush=True)
 
@@ -125,13 +117,7 @@ def step_section():
 
 def main(argv):
   del argv
-  unknown = set(_PARTS.value) - {"layer", "step"}
-  if unknown:
-    raise app.UsageError(f"Unknown parts {sorted(unknown)}; choose from layer, step")
-  if "layer" in _PARTS.value:
-    layer_section()
-  if "step" in _PARTS.value:
-    step_section()
+  cli.run_parts(_PARTS.value, {"layer": layer_section, "step": step_section})
 
 
 if __name__ == "__main__":

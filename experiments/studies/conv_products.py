@@ -16,8 +16,6 @@ keeps XLA's convolutions. Kept to re-measure on another jaxlib or machine.
 
 from __future__ import annotations
 
-import statistics
-import time
 from unittest import mock
 
 import jax
@@ -25,7 +23,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from jax import lax
 
-from experiments import benchmark
+from experiments import benchmark, cli
 from posejax import models
 from posejax.models import hrnet
 
@@ -76,15 +74,6 @@ def im2col_for_nnx(lhs, rhs, window_strides, padding, **kwargs):
   return conv_im2col(lhs, rhs, window_strides[0])
 
 
-def _median_ms(fn, *args) -> float:
-  times = []
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
-
-
 def single_section():
   formulations = dict(xla=conv_xla, shifted_dots=conv_shifted_dots, im2col=conv_im2col)
   for n, h, w_, c, o, k, s in SINGLE_CASES:
@@ -101,7 +90,8 @@ def single_section():
     times = {name: [] for name in steps}
     for _ in range(2):
       for name, step in steps.items():
-        times[name].append(_median_ms(step, x, w))
+        times[name].append(1e3 * benchmark.median_seconds(
+            lambda step=step: jax.block_until_ready(step(x, w)), _REPEATS.value))
     print(f"{n}x{h}x{w_} {c}->{o} {k}x{k}/{s}: " + "  ".join(
         f"{name} {min(v):.1f} ms" for name, v in times.items()), flush=True)
 
@@ -127,13 +117,7 @@ def step_section():
 
 def main(argv):
   del argv
-  unknown = set(_PARTS.value) - {"single", "step"}
-  if unknown:
-    raise app.UsageError(f"Unknown parts {sorted(unknown)}; choose from single, step")
-  if "single" in _PARTS.value:
-    single_section()
-  if "step" in _PARTS.value:
-    step_section()
+  cli.run_parts(_PARTS.value, {"single": single_section, "step": step_section})
 
 
 if __name__ == "__main__":
