@@ -27,6 +27,9 @@ Sections (run in this order, each prints rows of one table):
             (pip install "posejax[torch]") and --pose_hrnet=.../lib/models/pose_hrnet.py from
             the authors' repository; without either it is skipped and says which is missing.
 
+The train and torch sections compile posejax's step once per --cpu_fusions setting
+(posejax.train.step.CPU_FUSIONS: XLA:CPU's own fusions, or YNNPACK's), one row each.
+
 Timings are wall-clock medians over `--repeats` runs after compilation; compile time is
 lowering + XLA compilation. Record results in BUILD_NOTES.md with the machine they ran on.
 """
@@ -106,6 +109,12 @@ TORCH_DTYPES = ("float32", "bfloat16")
 # At parsing, before any section has run (torch_section checks again for callers in Python).
 flags.register_validator("torch_dtypes", lambda dtypes: set(dtypes) <= set(TORCH_DTYPES),
                          message=f"--torch_dtypes takes {', '.join(TORCH_DTYPES)}")
+_CPU_FUSIONS = flags.DEFINE_list(
+    "cpu_fusions", ["xla"], "Train and torch sections: the XLA:CPU compiler settings of "
+    f"posejax's step to time, one row each, from {sorted(step_lib.CPU_FUSIONS)} "
+    "(posejax.train.step.CPU_FUSIONS; config.train.cpu_fusions in training).")
+flags.register_validator("cpu_fusions", lambda names: set(names) <= set(step_lib.CPU_FUSIONS),
+                         message=f"--cpu_fusions takes {', '.join(step_lib.CPU_FUSIONS)}")
 _TORCH_THREADS = flags.DEFINE_integer(
     "torch_threads", None, "Torch section: PyTorch's intra-op threads (default os.cpu_count()).")
 flags.adopt_module_key_flags(authors_hrnet)  # --pose_hrnet: the authors' pose_hrnet.py
@@ -459,20 +468,21 @@ def _images_per_step(config) -> int:
   return config.batch.labeled + config.batch.multiview * config.batch.num_views
 
 
-def train_case(config, devices, repeats: int) -> dict:
+def train_case(config, devices, repeats: int, cpu_fusions: str = "xla") -> dict:
   """Compile time and steady-state images/s of the config's jitted train step on `devices`:
-  the step the training loop builds for the config's (first) stage."""
+  the step the training loop builds for the config's (first) stage, with `cpu_fusions`."""
   task = get_task(config)
   stage = loop.stages_of(config)[0]
   model, frozen = task.create_model(nnx.Rngs(config.seed)), task.create_frozen()
   tx, schedule = optim.make_optimizer(stage.optim)
   graphdef, state = step_lib.create_train_state(model, tx, frozen)
   mesh = step_lib.make_mesh(devices)
-  step = step_lib.jit_train_step(step_lib.make_train_step(
+  train_step = step_lib.make_train_step(
       graphdef, tx, task.loss_terms(stage.objective), config.loss_weights,
       batch_keys=task.batch_keys(stage.objective),
       frozen_graphdef=step_lib.frozen_graphdef(frozen),
-      prepare=task.prepare_batch(stage.objective), learning_rate=schedule), mesh)
+      prepare=task.prepare_batch(stage.objective), learning_rate=schedule)
+  step = step_lib.jit_train_step(train_step, mesh, cpu_fusions)
   spec = task.batch_spec(stage.objective)
   source = sources.synthetic_source(synthetic.config_from(config.data))
   batch = step_lib.shard_batch(pipeline.make_batch(source, spec, step=0), mesh)
@@ -489,9 +499,11 @@ def train_case(config, devices, repeats: int) -> dict:
   seconds = statistics.median(times)
   images = _images_per_step(config)
   row = dict(section="train", case=_case_name(config), devices=len(devices),
-             device=devices[0].device_kind, compile_s=compile_seconds, step_ms=seconds * 1e3,
+             device=devices[0].device_kind, cpu_fusions=cpu_fusions, compile_s=compile_seconds, step_ms=seconds * 1e3,
              train_img_s=images / seconds)
-  flops = matmul_flops(step, state, batch)  # the global batch's, all devices together
+  # The global batch's, all devices together. Traced unjitted: JAX refuses a jit with compiler
+  # options inside another trace.
+  flops = matmul_flops(train_step, state, batch)
   row["gflop_img"] = flops / images / 1e9
   peak = peak_flops(devices[0].device_kind, config.model.dtype)
   if peak:
@@ -519,14 +531,15 @@ def _device_counts(requested) -> list[int]:
   return sorted(set(counts))
 
 
-def _worker_rows(count: int, cases, repeats: int) -> list[dict]:
+def _worker_rows(count: int, cases, repeats: int, fusions) -> list[dict]:
   """The train cases on `count` fake CPU devices, measured in a fresh process."""
   flags_ = [f for f in os.environ.get("XLA_FLAGS", "").split()
             if not f.startswith("--xla_force_host_platform_device_count")]
   env = dict(os.environ, XLA_FLAGS=" ".join(
       flags_ + [f"--xla_force_host_platform_device_count={count}"]))
   command = [sys.executable, "-m", "experiments.benchmark", f"--train_worker={count}",
-             f"--train_configs={','.join(cases)}", f"--repeats={repeats}"]
+             f"--train_configs={','.join(cases)}", f"--repeats={repeats}",
+             f"--cpu_fusions={','.join(fusions)}"]
   result = subprocess.run(command, env=env, capture_output=True, text=True, check=False,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   if result.returncode:
@@ -535,24 +548,26 @@ def _worker_rows(count: int, cases, repeats: int) -> list[dict]:
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def train_worker(count: int, cases, repeats: int) -> list[dict]:
+def train_worker(count: int, cases, repeats: int, fusions=("xla",)) -> list[dict]:
   devices = jax.devices()
   if len(devices) < count:
     raise ValueError(f"{count} devices requested, {len(devices)} available")
   rows = []
-  for case in cases:
-    print(f"  measuring {case} on {count} devices ...", file=sys.stderr, flush=True)
-    rows.append(train_case(train_config(case), devices[:count], repeats))
+  for case, cpu_fusions in itertools.product(cases, fusions):
+    print(f"  measuring {case} ({cpu_fusions} fusions) on {count} devices ...",
+          file=sys.stderr, flush=True)
+    rows.append(train_case(train_config(case), devices[:count], repeats, cpu_fusions))
   return rows
 
 
 def train_section(cases, device_counts, repeats: int, workers: int,
-                  data_dir: str | None) -> list[dict]:
+                  data_dir: str | None, fusions=("xla",)) -> list[dict]:
   configs = [train_config(case) for case in cases]  # a bad case fails before anything runs
   # Accelerators: subsets of this process's devices. CPU: the fake device count is fixed when
   # JAX starts, so one process per count.
   run = _worker_rows if jax.default_backend() == "cpu" else train_worker
-  rows = [row for count in _device_counts(device_counts) for row in run(count, cases, repeats)]
+  rows = [row for count in _device_counts(device_counts)
+          for row in run(count, cases, repeats, fusions)]
   rates = {}
   for config in configs:
     name = _case_name(config)
@@ -589,9 +604,10 @@ class MapNet(nnx.Module):
 
 
 def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: int,
-                      dtype: str = "float32"):
+                      dtype: str = "float32", cpu_fusions: str = "xla"):
   """The jitted train step (forward, MSE on the maps, backward, Adam) on random inputs, the
-  network computing in `dtype` (float32 parameters, Adam and loss).
+  network computing in `dtype` (float32 parameters, Adam and loss), compiled with
+  `step_lib.CPU_FUSIONS[cpu_fusions]` on a CPU.
 
   Returns (step, compile seconds, parameter count); each `step()` runs one step on the state
   the previous one left (donated) and returns the loss."""
@@ -615,8 +631,9 @@ def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
 
   state = [params, rest, tx.init(params)]
   start = time.perf_counter()
-  compiled = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(*state, images,
-                                                                 targets).compile()
+  options = step_lib.compiler_options(cpu_fusions, jax.default_backend())
+  compiled = jax.jit(train_step, donate_argnums=(0, 1, 2),
+                     compiler_options=options).lower(*state, images, targets).compile()
   compile_seconds = time.perf_counter() - start
 
   def step():  # donated: each step consumes the previous state
@@ -628,9 +645,10 @@ def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
 
 
 def _posejax_map_step(config: models.HRNetConfig, image_size: int, batch_size: int,
-                      repeats: int, dtype: str = "float32") -> dict:
+                      repeats: int, dtype: str = "float32", cpu_fusions: str = "xla") -> dict:
   """Seconds per jitted train step (forward, MSE, backward, Adam) and compile time."""
-  step, compile_seconds, params = compiled_map_step(config, image_size, batch_size, dtype)
+  step, compile_seconds, params = compiled_map_step(config, image_size, batch_size, dtype,
+                                                    cpu_fusions)
   step()  # warm-up
   times = []
   for _ in range(repeats):
@@ -695,9 +713,10 @@ def torch_skip_reason(pose_hrnet_path: str | None) -> str | None:
 
 def torch_section(model_names, sizes, batch_size: int, repeats: int,
                   pose_hrnet_path: str | None, threads: int | None = None,
-                  dtypes=("float32",)) -> list[dict]:
-  """posejax vs the authors' PyTorch HRNet, one row per model, size and compute dtype (or one
-  "skipped" row saying what is missing).
+                  dtypes=("float32",), fusions=("xla",)) -> list[dict]:
+  """posejax vs the authors' PyTorch HRNet, one row per model, size, compute dtype and
+  posejax's CPU fusions (PyTorch timed once for them all), or one "skipped" row saying what
+  is missing.
 
   Run it on an otherwise idle machine: PyTorch's OpenMP threads wait for each other at every
   operation, and a core taken by another process stalls them all (on 2 loaded cores a step of
@@ -707,6 +726,8 @@ def torch_section(model_names, sizes, batch_size: int, repeats: int,
   unknown = sorted(set(dtypes) - set(TORCH_DTYPES))
   if unknown:  # a typo is the user's to fix whether or not the section can run
     raise ConfigError(f"--torch_dtypes: {unknown} not in {list(TORCH_DTYPES)}")
+  for cpu_fusions in fusions:
+    step_lib.check_cpu_fusions(cpu_fusions)
   reason = torch_skip_reason(pose_hrnet_path)
   if reason:
     print(f"  torch section skipped: {reason}", flush=True)
@@ -720,15 +741,18 @@ def torch_section(model_names, sizes, batch_size: int, repeats: int,
     for size, dtype in itertools.product(sizes, dtypes):
       print(f"  measuring {name} {size}px {dtype} ...", flush=True)
       load = os.getloadavg()[0]
-      ours = _posejax_map_step(config, int(size), batch_size, repeats, dtype)
+      ours = {cpu_fusions: _posejax_map_step(config, int(size), batch_size, repeats, dtype,
+                                             cpu_fusions) for cpu_fusions in fusions}
       theirs = _torch_map_step(torch, pose_hrnet, config, int(size), batch_size, repeats, dtype)
-      posejax_rate, torch_rate = batch_size / ours["seconds"], batch_size / theirs["seconds"]
-      rows.append(dict(
-          section="torch", case=f"{name} {size}px {dtype}", batch=batch_size,
-          params=ours["params"], torch_params=theirs["params"],
-          posejax_compile_s=ours["compile_s"], posejax_img_s=posejax_rate,
-          torch_img_s=torch_rate, posejax_over_torch=posejax_rate / torch_rate,
-          torch_threads=torch.get_num_threads(), load_avg_1m=load, torch=torch.__version__))
+      torch_rate = batch_size / theirs["seconds"]
+      for cpu_fusions, timing in ours.items():
+        posejax_rate = batch_size / timing["seconds"]
+        rows.append(dict(
+            section="torch", case=f"{name} {size}px {dtype}", cpu_fusions=cpu_fusions,
+            batch=batch_size, params=timing["params"], torch_params=theirs["params"],
+            posejax_compile_s=timing["compile_s"], posejax_img_s=posejax_rate,
+            torch_img_s=torch_rate, posejax_over_torch=posejax_rate / torch_rate,
+            torch_threads=torch.get_num_threads(), load_avg_1m=load, torch=torch.__version__))
   return rows
 
 
@@ -739,10 +763,11 @@ SECTIONS = {
     "geometry": lambda: geometry_section(_REPEATS.value, [int(s) for s in _SIZES.value]),
     "train": lambda: train_section(_TRAIN_CONFIGS.value, _TRAIN_DEVICES.value,
                                    min(_REPEATS.value, 5), _DATA_WORKERS.value,
-                                   _TRAIN_DATA_DIR.value),
+                                   _TRAIN_DATA_DIR.value, _CPU_FUSIONS.value),
     "torch": lambda: torch_section(_TORCH_MODELS.value, _TORCH_SIZES.value, _TORCH_BATCH.value,
                                    min(_REPEATS.value, 5), authors_hrnet.POSE_HRNET.value,
-                                   _TORCH_THREADS.value, _TORCH_DTYPES.value),
+                                   _TORCH_THREADS.value, _TORCH_DTYPES.value,
+                                   _CPU_FUSIONS.value),
 }
 
 
@@ -766,7 +791,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # keep the tables readable (TFDS logs every shard)
   if _TRAIN_WORKER.value is not None:
-    print(json.dumps(train_worker(_TRAIN_WORKER.value, _TRAIN_CONFIGS.value, _REPEATS.value)))
+    print(json.dumps(train_worker(_TRAIN_WORKER.value, _TRAIN_CONFIGS.value, _REPEATS.value,
+                                  _CPU_FUSIONS.value)))
     return
   unknown = set(_SECTIONS.value) - set(SECTIONS)
   if unknown:

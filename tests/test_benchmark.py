@@ -76,8 +76,8 @@ def test_train_case_times_the_sharded_step_and_the_pipeline_feeds_the_same_batch
   config = benchmark.train_config("ws:hrnetv2_w4_micro:32:2:2")
   config.data.update(motion="procedural", occluder_probability=0.0)
   row = benchmark.train_case(config, jax.devices()[:2], repeats=1)
-  assert (row["case"], row["devices"], row["device"]) == (
-      "ws hrnetv2_w4_micro 32px float32 2+2x4", 2, "cpu")
+  assert (row["case"], row["devices"], row["device"], row["cpu_fusions"]) == (
+      "ws hrnetv2_w4_micro 32px float32 2+2x4", 2, "cpu", "xla")
   assert row["compile_s"] > 0
   assert row["train_img_s"] == pytest.approx(10 / (row["step_ms"] / 1e3))  # 2 + 2 x 4 images
   assert row["gflop_img"] > 0 and "peak_frac" not in row  # no peak FLOP/s known for a CPU
@@ -92,6 +92,16 @@ def test_train_case_times_the_sharded_step_and_the_pipeline_feeds_the_same_batch
   assert jax.tree.structure(fed) == jax.tree.structure(timed)
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(fed), jax.tree.leaves(timed)):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
+def test_train_case_with_ynnpacks_fusions_counts_the_same_flops():
+  # The FLOPs are counted on the step before jit: JAX refuses a jit with compiler options
+  # inside another trace (make_jaxpr).
+  config = benchmark.train_config("2d:hrnetv2_w4_micro:32:2:0")
+  rows = [benchmark.train_case(config, jax.devices()[:1], 1, cpu_fusions)
+          for cpu_fusions in ("xla", "ynn")]
+  assert [row["cpu_fusions"] for row in rows] == ["xla", "ynn"]
+  assert rows[0]["gflop_img"] == rows[1]["gflop_img"] > 0
 
 
 def test_train_cases_parse_and_refuse_malformed_ones():

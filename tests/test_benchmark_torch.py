@@ -119,3 +119,18 @@ def test_tiny_run_in_bfloat16_uses_autocast_on_pytorchs_side():
   (row,) = _section(_pose_hrnet_path(), threads=1, dtypes=["bfloat16"])
   assert row["case"] == "hrnetv2_w4_minimal 64px bfloat16"
   assert math.isfinite(row["torch_img_s"]) and row["torch_img_s"] > 0
+
+
+def test_an_unknown_cpu_fusion_is_a_config_error_even_when_the_section_would_skip():
+  with pytest.raises(ConfigError, match=r"cpu_fusions='ynnpack': expected one of"):
+    _section(None, fusions=["xla", "ynnpack"])
+
+
+def test_one_pytorch_timing_beside_each_of_posejaxs_cpu_fusions():
+  _torch()
+  rows = _section(_pose_hrnet_path(), threads=1, fusions=["xla", "ynn"])
+  assert [(row["case"], row["cpu_fusions"]) for row in rows] == [
+      ("hrnetv2_w4_minimal 64px float32", "xla"), ("hrnetv2_w4_minimal 64px float32", "ynn")]
+  assert rows[0]["torch_img_s"] == rows[1]["torch_img_s"]  # PyTorch timed once
+  for row in rows:
+    assert math.isclose(row["posejax_over_torch"], row["posejax_img_s"] / row["torch_img_s"])

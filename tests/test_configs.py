@@ -13,6 +13,7 @@ from posejax.tasks import get_task
 from posejax.tasks.pose25d.objective import OBJECTIVES, Objective
 from posejax.train import loop
 from posejax.train import optimizer as optim
+from posejax.train import step as step_lib
 
 CONFIGS = ("synthetic", "h36m", "mpi_inf_3dhp")
 # The colon arguments: stage objectives joined by "+" (None: the config's default, "2d+ws").
@@ -45,6 +46,7 @@ def test_config_loads_and_is_consistent(name, arg):
     assert (spec.multiview == 0) == (stage.objective == "2d")
     task.loss_terms(stage.objective)  # the objective's settings are valid
   assert set(LOSS_TERMS) <= set(config.loss_weights)  # a weight for every term
+  step_lib.check_cpu_fusions(config.train.cpu_fusions)
   if config.data.source == "datasets":
     for stream, spec in config.data.streams.items():
       dataset, _, own_stream = spec.partition(":")
@@ -63,6 +65,7 @@ def test_paper_recipe():
             stage.optim["decay_factor"], stage.end - stage.start) == (
                 "adam", 5e-4, (50_000,), 0.1, 60_000)
   assert config.train.steps == 0  # both stages in full: 120k steps
+  assert config.train.cpu_fusions == "ynn"  # HRNet-W32's faster step on a CPU
   assert config.model.temperature == 50.0  # lambda
   spec = get_task(config).batch_spec("ws")  # scale +-20 %, rotation +-30 degrees
   assert (spec.augment, spec.scale_range, spec.max_rotation_deg) == (True, 0.2, 30.0)

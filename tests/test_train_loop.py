@@ -200,6 +200,9 @@ def test_a_users_mistakes_are_one_line_errors(tmp_path):
           f"--workdir={tmp_path}", "--config.train.stepz=1"),
       "no such config file: experiments/configs/nope.py": (
           "experiments.train", "--config=experiments/configs/nope.py", f"--workdir={tmp_path}"),
+      "config.train.cpu_fusions='ynnpack': expected one of ['xla', 'ynn']": (
+          "experiments.train", "--config=experiments/configs/synthetic.py:2d",
+          f"--workdir={tmp_path}", "--config.train.cpu_fusions=ynnpack"),
       "Unknown or repeated stage(s) ['wz']": (
           "experiments.train", "--config=experiments/configs/synthetic.py:wz",
           f"--workdir={tmp_path}"),

@@ -64,8 +64,9 @@ def recipe(arg: str | None = None) -> config_dict.ConfigDict:
   config.optim = config_dict.ConfigDict(dict(
       name="adamw", learning_rate=1e-4, weight_decay=1e-4, clip_norm=0.1,
       decay_steps=(50_000,), decay_factor=0.1, multipliers={"backbone": 0.1}))
+  # cpu_fusions: as the pose25d configs' HRNet-W32 (experiments/configs/common.py).
   config.train = config_dict.ConfigDict(dict(steps=0, log_every=100, checkpoint_every=2_000,
-                                             validate_every=5_000))
+                                             validate_every=5_000, cpu_fusions="ynn"))
   config.eval = config_dict.ConfigDict(dict(samples=0, validation_samples=500))  # 0: all
   return config
 

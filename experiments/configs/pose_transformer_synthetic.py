@@ -57,6 +57,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   # No mirroring: the synthetic people's white left limbs are their left/right cue.
   config.batch.update(labeled=32, flip_probability=0.0)
   config.optim.update(learning_rate=2e-4, decay_steps=(STEPS * 4 // 5,))
-  config.train.update(log_every=50, checkpoint_every=250, validate_every=250)
+  # The small model: XLA's own CPU fusions, as the main job's (experiments/configs/synthetic.py).
+  config.train.update(log_every=50, checkpoint_every=250, validate_every=250, cpu_fusions="xla")
   config.eval.update(samples=50, validation_samples=25)
   return config

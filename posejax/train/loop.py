@@ -176,6 +176,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   for stage in stages:
     task.check_objective(stage.objective)
   total = total_steps(config, stages)
+  cpu_fusions = config.train.get("cpu_fusions", "xla")
+  step_lib.check_cpu_fusions(cpu_fusions)  # a typo stops the run before anything is built
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     checkpoints.save_config(config, workdir)
@@ -228,7 +230,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             graphdef, tx, task.loss_terms(stage.objective), config.loss_weights,
             batch_keys=task.batch_keys(stage.objective), frozen_graphdef=frozen_graphdef,
             prepare=task.prepare_batch(stage.objective), learning_rate=schedule,
-            stage_start=stage.start), mesh)
+            stage_start=stage.start), mesh, cpu_fusions)
         images_per_step = spec.images_per_step()
         print(f"step {step}: stage {stage.name!r} (objective {stage.objective!r}, steps "
               f"{stage.start}-{stage.end}, {optim.describe(stage.optim)}), "

@@ -12,6 +12,9 @@ eval mode (BatchNorm running averages).
 
 Sharding: `jit_train_step` replicates the state and shards every batch array along its first
 axis over the mesh axis "data"; XLA turns the batch means (BatchNorm, losses) into global ones.
+
+Compiler: on CPU meshes `jit_train_step` compiles with the options of one of `CPU_FUSIONS`
+(`config.train.cpu_fusions`); other platforms compile with XLA's defaults.
 """
 
 from __future__ import annotations
@@ -25,10 +28,24 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from posejax.errors import ConfigError
+
 # (model in train mode, batch, frozen model in eval mode or None) -> {term name: scalar}
 LossTerms = Callable[[nnx.Module, dict, nnx.Module | None], dict[str, jax.Array]]
 # Keys every stream may carry besides the objective's: the sampled augmentation matrices.
 _ALWAYS_ALLOWED = ("augmentation",)
+
+# XLA:CPU compiler options of the train step, by name. "ynn" hands element-wise ops,
+# reductions and dots to YNNPACK fusions. On a 2-core AVX2 CPU, HRNet-W32's float32 step at
+# 256 px ran 2.4-3.3x faster with it (XLA's own fusions recompute the residual stream's
+# BatchNorm and ReLU inside every large transpose) and compiled 2.7x faster, while the main
+# job's small model ran at 0.59-0.95x: hence a choice per config (docs/results.md 3.5).
+_YNN_FUSION_TYPES = ("DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION")
+CPU_FUSIONS = {
+    "xla": {},
+    "ynn": {"xla_cpu_experimental_ynn_fusion_type":
+            ",".join(f"LIBRARY_FUSION_TYPE_{kind}" for kind in _YNN_FUSION_TYPES)},
+}
 
 
 @flax.struct.dataclass
@@ -148,11 +165,28 @@ def shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
   return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
 
 
-def jit_train_step(train_step: Callable, mesh: Mesh) -> Callable:
-  """jit with the state replicated (and donated) and every batch array split along axis 0."""
+def check_cpu_fusions(cpu_fusions: str) -> None:
+  if cpu_fusions not in CPU_FUSIONS:
+    raise ConfigError(f"config.train.cpu_fusions={cpu_fusions!r}: expected one of "
+                      f"{sorted(CPU_FUSIONS)}")
+
+
+def compiler_options(cpu_fusions: str, platform: str) -> dict | None:
+  """The XLA options `CPU_FUSIONS[cpu_fusions]` for platform "cpu"; None (XLA's defaults)
+  for the others."""
+  check_cpu_fusions(cpu_fusions)
+  if platform != "cpu":
+    return None
+  return CPU_FUSIONS[cpu_fusions] or None
+
+
+def jit_train_step(train_step: Callable, mesh: Mesh, cpu_fusions: str = "xla") -> Callable:
+  """jit with the state replicated (and donated) and every batch array split along axis 0;
+  on a CPU mesh, compiled with the options of `CPU_FUSIONS[cpu_fusions]`."""
   replicated, by_example = shardings(mesh)
   return jax.jit(train_step, in_shardings=(replicated, by_example),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+                 out_shardings=(replicated, replicated), donate_argnums=0,
+                 compiler_options=compiler_options(cpu_fusions, mesh.devices.flat[0].platform))
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
