@@ -499,8 +499,8 @@ def train_case(config, devices, repeats: int, cpu_fusions: str = "xla") -> dict:
   seconds = statistics.median(times)
   images = _images_per_step(config)
   row = dict(section="train", case=_case_name(config), devices=len(devices),
-             device=devices[0].device_kind, cpu_fusions=cpu_fusions, compile_s=compile_seconds, step_ms=seconds * 1e3,
-             train_img_s=images / seconds)
+             device=devices[0].device_kind, cpu_fusions=cpu_fusions, compile_s=compile_seconds,
+             step_ms=seconds * 1e3, train_img_s=images / seconds)
   # The global batch's, all devices together. Traced unjitted: JAX refuses a jit with compiler
   # options inside another trace.
   flops = matmul_flops(train_step, state, batch)
