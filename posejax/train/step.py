@@ -182,7 +182,9 @@ def compiler_options(cpu_fusions: str, platform: str) -> dict | None:
 
 def jit_train_step(train_step: Callable, mesh: Mesh, cpu_fusions: str = "xla") -> Callable:
   """jit with the state replicated (and donated) and every batch array split along axis 0;
-  on a CPU mesh, compiled with the options of `CPU_FUSIONS[cpu_fusions]`."""
+  on a CPU mesh, compiled with the options of `CPU_FUSIONS[cpu_fusions]`. With options ("ynn"
+  on a CPU) the result cannot be traced inside another jit or `make_jaxpr` (JAX refuses
+  compiler options on a nested jit): trace the step before jit instead."""
   replicated, by_example = shardings(mesh)
   return jax.jit(train_step, in_shardings=(replicated, by_example),
                  out_shardings=(replicated, replicated), donate_argnums=0,
