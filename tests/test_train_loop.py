@@ -31,6 +31,8 @@ def tiny_config(stages, stage_steps, **train):
     stage_steps = [stage_steps] * len(config.stages)
   for stage, count in zip(config.stages.values(), stage_steps):
     stage.steps = count
+    if "optim" in stage:  # the config's warm-ups are longer than these stages
+      stage.optim.warmup_steps = 0
   config.data.update(image_size=32, num_views=2, motion="procedural", workers=0,
                      occluder_probability=0.0)
   config.batch.update(labeled=8, multiview=8, num_views=2)

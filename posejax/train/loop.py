@@ -37,6 +37,7 @@ from jax.sharding import NamedSharding
 
 from posejax.data.batching import pipeline
 from posejax.data.batching.sources import make_source
+from posejax.errors import ConfigError
 from posejax.tasks import get_task
 from posejax.train import checkpoints
 from posejax.train import optimizer as optim
@@ -65,18 +66,22 @@ def stages_of(config) -> list[Stage]:
   for name, stage in config.stages.items():
     unknown = set(stage) - {"objective", "steps", "optim"}
     if unknown:
-      raise ValueError(f"stages.{name} has unknown field(s) {sorted(unknown)}; a stage has "
-                       "objective, steps and optim")
+      raise ConfigError(f"stages.{name} has unknown field(s) {sorted(unknown)}; a stage has "
+                        "objective, steps and optim")
     if stage.steps <= 0:
-      raise ValueError(f"stages.{name}.steps must be positive, got {stage.steps}")
+      raise ConfigError(f"stages.{name}.steps must be positive, got {stage.steps}")
     settings = dict(config.optim)
     settings.update(dict(stage.get("optim", {})))
     if settings.get("schedule") == "cosine" and not settings.get("total_steps"):
       settings["total_steps"] = stage.steps  # the stage's own schedule ends with the stage
+    try:  # every stage's schedule is checked now, not after the stages before it have trained
+      optim.make_optimizer(settings)
+    except ValueError as error:
+      raise ConfigError(f"stages.{name}: {error}") from None
     stages.append(Stage(name, stage.objective, start, start + stage.steps, settings))
     start += stage.steps
   if not stages:
-    raise ValueError("config.stages is empty: a run needs at least one stage")
+    raise ConfigError("config.stages is empty: a run needs at least one stage")
   return stages
 
 

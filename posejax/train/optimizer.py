@@ -45,7 +45,8 @@ def learning_rate_schedule(base: float = 5e-4, decay_steps: Sequence[int] = (50_
     raise ValueError(f"decay_steps must increase, got {tuple(decay_steps)}")
   if schedule == "cosine":
     if total_steps <= warmup_steps:
-      raise ValueError(f"A cosine schedule needs total_steps > warmup_steps, got {total_steps}")
+      raise ValueError(f"a cosine schedule needs more steps than its warm-up: total_steps="
+                       f"{total_steps} (a stage's length unless set), warmup_steps={warmup_steps}")
     return optax.warmup_cosine_decay_schedule(0.0, base, warmup_steps, total_steps)
   decay = optax.piecewise_constant_schedule(
       base, {int(s) - warmup_steps: decay_factor for s in decay_steps})
