@@ -604,10 +604,12 @@ class MapNet(nnx.Module):
 
 
 def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: int,
-                      dtype: str = "float32", cpu_fusions: str = "xla"):
+                      dtype: str = "float32", cpu_fusions: str = "xla", *,
+                      compiler_options: dict | None = None):
   """The jitted train step (forward, MSE on the maps, backward, Adam) on random inputs, the
   network computing in `dtype` (float32 parameters, Adam and loss), compiled with
-  `step_lib.CPU_FUSIONS[cpu_fusions]` on a CPU.
+  `step_lib.CPU_FUSIONS[cpu_fusions]` on a CPU, or with `compiler_options` when given (XLA
+  options of a study, e.g. experiments.studies.xla_cpu_options).
 
   Returns (step, compile seconds, parameter count); each `step()` runs one step on the state
   the previous one left (donated) and returns the loss."""
@@ -631,7 +633,8 @@ def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
 
   state = [params, rest, tx.init(params)]
   start = time.perf_counter()
-  options = step_lib.compiler_options(cpu_fusions, jax.default_backend())
+  options = (compiler_options if compiler_options is not None
+             else step_lib.compiler_options(cpu_fusions, jax.default_backend()))
   compiled = jax.jit(train_step, donate_argnums=(0, 1, 2),
                      compiler_options=options).lower(*state, images, targets).compile()
   compile_seconds = time.perf_counter() - start

@@ -35,16 +35,22 @@ LossTerms = Callable[[nnx.Module, dict, nnx.Module | None], dict[str, jax.Array]
 # Keys every stream may carry besides the objective's: the sampled augmentation matrices.
 _ALWAYS_ALLOWED = ("augmentation",)
 
+
+def library_fusion_types(*kinds: str) -> str:
+  """An XLA:CPU `*_fusion_type` option's value as `compiler_options` takes it: the enum names
+  of XLA's proto (LIBRARY_FUSION_TYPE_ELTWISE, ...), not the XLA_FLAGS spelling (eltwise)."""
+  return ",".join(f"LIBRARY_FUSION_TYPE_{kind}" for kind in kinds)
+
+
 # XLA:CPU compiler options of the train step, by name. "ynn" hands element-wise ops,
 # reductions and dots to YNNPACK fusions. On a 2-core AVX2 CPU, HRNet-W32's float32 step at
 # 256 px ran 2.4-3.3x faster with it (XLA's own fusions recompute the residual stream's
 # BatchNorm and ReLU inside every large transpose) and compiled 2.7x faster, while the main
 # job's small model ran at 0.59-0.95x: hence a choice per config (docs/results.md 3.5).
-_YNN_FUSION_TYPES = ("DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION")
 CPU_FUSIONS = {
     "xla": {},
-    "ynn": {"xla_cpu_experimental_ynn_fusion_type":
-            ",".join(f"LIBRARY_FUSION_TYPE_{kind}" for kind in _YNN_FUSION_TYPES)},
+    "ynn": {"xla_cpu_experimental_ynn_fusion_type": library_fusion_types(
+        "DOT", "ELTWISE", "REDUCE", "INDIVIDUAL_DOT", "INDIVIDUAL_CONVOLUTION")},
 }
 
 

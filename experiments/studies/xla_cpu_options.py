@@ -1,0 +1,107 @@
+r"""XLA:CPU option sets side by side on one HRNet train step, interleaved in one process.
+
+    python -m experiments.studies.xla_cpu_options [--backbone=hrnet_w32] [--image_size=256] \
+        [--batch_size=4] [--options=xla,ynn,onednn,onednn_fusions] [--rounds=3]
+    taskset -c 0 python -m experiments.studies.xla_cpu_options --options=ynn   # on one core
+
+The step is `experiments.benchmark`'s (forward, MSE on the maps, backward, Adam; float32),
+compiled once per option set with `jax.jit(compiler_options=...)`; then one step of each set in
+turn, `--rounds` times, so that the machine's drift falls on all of them alike. Printed per
+set: compile time, the first loss (the sets must agree), images/s and the CPU seconds per step
+(over all threads: CPU seconds / wall seconds is how many cores the step keeps busy).
+
+The sets: the train configs' (`posejax.train.step.CPU_FUSIONS`: "xla", "ynn") and the other
+XLA:CPU options that jaxlib has (oneDNN, XNNPACK), which no config uses. Measured on the 2-core
+VM: BUILD_NOTES.md, session 21.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import jax
+from absl import app, flags
+
+from experiments import benchmark
+from posejax import models
+from posejax.errors import ConfigError
+from posejax.train import step as step_lib
+
+
+_kinds = step_lib.library_fusion_types
+OPTION_SETS = {
+    **step_lib.CPU_FUSIONS,
+    "onednn": {"xla_cpu_use_onednn": True},
+    "onednn_fusions": {"xla_cpu_experimental_onednn_fusion_type":
+                       _kinds("DOT", "ELTWISE", "REDUCE")},
+    "xnnpack": {"xla_cpu_use_xnnpack": True},
+    "ynn_without_dots": {"xla_cpu_experimental_ynn_fusion_type":
+                         _kinds("ELTWISE", "REDUCE", "INDIVIDUAL_CONVOLUTION")},
+    "ynn_eltwise_reduce": {"xla_cpu_experimental_ynn_fusion_type": _kinds("ELTWISE", "REDUCE")},
+}
+
+
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def compare(backbone: str, image_size: int, batch_size: int, names: list[str],
+            rounds: int) -> dict[str, dict]:
+  """{set: compile_s, first_loss, images_per_s, cpu_s_per_step}, printed as it goes."""
+  unknown = [name for name in names if name not in OPTION_SETS]
+  if unknown:
+    raise ConfigError(f"--options: unknown set(s) {unknown}; known: {sorted(OPTION_SETS)}")
+  if backbone not in models.BACKBONES:
+    raise ConfigError(f"--backbone={backbone!r}: expected one of {sorted(models.BACKBONES)}")
+  if jax.default_backend() != "cpu":
+    raise ConfigError(f"These are XLA:CPU options; JAX's backend here is "
+                      f"{jax.default_backend()!r} (JAX_PLATFORMS=cpu runs the study on the CPU)")
+  steps, rows = {}, {}
+  for name in names:
+    step, compile_s, _ = benchmark.compiled_map_step(
+        models.BACKBONES[backbone], image_size, batch_size,
+        compiler_options=OPTION_SETS[name] or None)
+    first_loss = float(step())
+    step()  # warm-up
+    steps[name] = step
+    rows[name] = dict(compile_s=compile_s, first_loss=first_loss, wall=[], cpu=[])
+    print(f"{name}: compile {compile_s:.1f} s, first loss {first_loss:.8f}", flush=True)
+  for _ in range(rounds):
+    for name, step in steps.items():
+      wall, cpu = time.perf_counter(), _cpu_seconds()
+      step()
+      rows[name]["wall"].append(time.perf_counter() - wall)
+      rows[name]["cpu"].append(_cpu_seconds() - cpu)
+  for name, row in rows.items():
+    wall, cpu = statistics.median(row.pop("wall")), statistics.median(row.pop("cpu"))
+    row.update(images_per_s=batch_size / wall, cpu_s_per_step=cpu)
+    print(f"{backbone} {image_size} px, batch {batch_size}, {name}: "
+          f"{row['images_per_s']:.3f} images/s, {wall:.3f} s per step, "
+          f"{cpu:.2f} CPU s per step ({cpu / wall:.2f} cores busy)", flush=True)
+  return rows
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  args = flags.FLAGS
+  compare(args.backbone, args.image_size, args.batch_size, args.options, args.rounds)
+
+
+def define_flags():
+  """Defined when the study runs, not on import: tests import it beside other studies that
+  define some of the same names."""
+  flags.DEFINE_string("backbone", "hrnet_w32", "A key of posejax.models.BACKBONES.")
+  flags.DEFINE_integer("image_size", 256, "Input height and width in pixels.")
+  flags.DEFINE_integer("batch_size", 4, "Images per step.")
+  flags.DEFINE_list("options", ["xla", "ynn", "onednn", "onednn_fusions"],
+                    f"Option sets to compare, of {sorted(OPTION_SETS)}.")
+  flags.DEFINE_integer("rounds", 3, "Timed steps per set (median), interleaved.")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
