@@ -8,15 +8,15 @@ stage 2 "ws" (weakly supervised, 500 steps with a fresh Adam state from stage 1'
 learning rate warming up to 1e-4 over 100 steps, then down to 0 along a cosine). The colon
 argument names the stages: ":2d+fs" (the fully supervised baseline, 500 steps at 5e-5), ":2d"
 (stage 1 alone), ":ws" or ":fs" (stage 2 alone, with `--config.init_from=STAGE1_WORKDIR`).
-The small HRNet with all resolutions to the head, 64 px crops, soft-argmax temperature 10. Measured on a 2-core CPU
-(BUILD_NOTES.md, session 18): 13 min 33 s, held-out MPJPE 172.6 mm (session 17: 172.0,
-before HRNet's BatchNorm gradient was written out; 174.7 with stage 2 at a constant 5e-5,
-session 16; 183.2 at the method's temperature 50 too, session 14). Stage 2
-has 500 steps, not 2000, for the 15 minutes: at temperature 50 and 5e-5 its validation MPJPE
-after 500 steps (189.3) was as low as later on (189.3 after 750, 190.3 after 1000,
-187.5-195.0 up to 2000; session 9). The 3D losses' gradient holds the root depth constant and
-leaves the 2D to L_H (objective.root_depth_gradient=False, losses_3d_move_2d=False; why:
-BUILD_NOTES.md).
+The small HRNet with all resolutions to the head, 64 px crops, soft-argmax temperature 10.
+Measured on a 2-core CPU (BUILD_NOTES.md, session 21): 12 min 26 s, held-out MPJPE 173.2 mm
+(session 18: 172.6 without the warm-up; session 17: 172.0, before HRNet's BatchNorm gradient
+was written out; 174.7 with stage 2 at a constant 5e-5, session 16; 183.2 at the method's
+temperature 50 too, session 14). Stage 2 has 500 steps, not 2000, for the 15 minutes: at
+temperature 50 and 5e-5 its validation MPJPE after 500 steps (189.3) was as low as later on
+(189.3 after 750, 190.3 after 1000, 187.5-195.0 up to 2000; session 9). The 3D losses'
+gradient holds the root depth constant and leaves the 2D to L_H
+(objective.root_depth_gradient=False, losses_3d_move_2d=False; why: BUILD_NOTES.md).
 """
 
 from ml_collections import config_dict
