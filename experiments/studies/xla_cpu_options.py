@@ -40,6 +40,11 @@ OPTION_SETS = {
     "ynn_without_dots": {"xla_cpu_experimental_ynn_fusion_type":
                          _kinds("ELTWISE", "REDUCE", "INDIVIDUAL_CONVOLUTION")},
     "ynn_eltwise_reduce": {"xla_cpu_experimental_ynn_fusion_type": _kinds("ELTWISE", "REDUCE")},
+    # The order XLA runs independent ops in, which decides what two cores can run at once.
+    "ynn_concurrency_scheduler": {**step_lib.CPU_FUSIONS["ynn"], "xla_cpu_scheduler_type":
+                                  "CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED"},
+    "ynn_memory_scheduler": {**step_lib.CPU_FUSIONS["ynn"], "xla_cpu_scheduler_type":
+                             "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"},
 }
 
 
