@@ -3,12 +3,15 @@ r"""XLA:CPU option sets side by side on one HRNet train step, interleaved in one
     python -m experiments.studies.xla_cpu_options [--backbone=hrnet_w32] [--image_size=256] \
         [--batch_size=4] [--options=xla,ynn,onednn,onednn_fusions] [--rounds=3]
     taskset -c 0 python -m experiments.studies.xla_cpu_options --options=ynn   # on one core
+    python -m experiments.studies.xla_cpu_options --options=ynn --trace_dir=/tmp/trace
 
 The step is `experiments.benchmark`'s (forward, MSE on the maps, backward, Adam; float32),
 compiled once per option set with `jax.jit(compiler_options=...)`; then one step of each set in
 turn, `--rounds` times, so that the machine's drift falls on all of them alike. Printed per
 set: compile time, the first loss (the sets must agree), images/s and the CPU seconds per step
-(over all threads: CPU seconds / wall seconds is how many cores the step keeps busy).
+(over all threads: CPU seconds / wall seconds is how many cores the step keeps busy). With
+`--trace_dir`, two more steps of each set run under `jax.profiler`, and the trace says how its
+thunks shared the cores (`thread_concurrency`).
 
 The sets: the train configs' (`posejax.train.step.CPU_FUSIONS`: "xla", "ynn") and the other
 XLA:CPU options that jaxlib has (oneDNN, XNNPACK), which no config uses. Measured on the 2-core
@@ -17,6 +20,12 @@ VM: BUILD_NOTES.md, session 21.
 
 from __future__ import annotations
 
+import bisect
+import collections
+import glob
+import gzip
+import json
+import os
 import resource
 import statistics
 import time
@@ -53,9 +62,70 @@ def _cpu_seconds() -> float:
   return usage.ru_utime + usage.ru_stime
 
 
+def _leaf_thunks(trace_file: str) -> dict[int, list[tuple[float, float, str]]]:
+  """{thread: [(start, end, name)]} in microseconds of the thunks (XLA:CPU's executable pieces:
+  fusions, convolutions, copies) in a perfetto trace that `jax.profiler` wrote; the wrappers
+  around them (the executor, PjRt, the Python call) are left out."""
+  with gzip.open(trace_file) as file:
+    trace = json.load(file)
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  threads = collections.defaultdict(list)
+  for event in events:
+    name = event.get("name", "")
+    if event.get("ph") != "X" or " " in name or name.startswith(_WRAPPERS):
+      continue
+    threads[event["tid"]].append((event["ts"], event["ts"] + event["dur"], name))
+  return {tid: sorted(thunks) for tid, thunks in threads.items()}
+
+
+_WRAPPERS = ("ThunkExecutor", "$", "PjitFunction", "ParseArguments", "CommonPjRt", "PjRt",
+             "Execute")
+
+
+def thread_concurrency(trace_file: str) -> dict:
+  """How the step's thunks share the cores: busy milliseconds per thread, the share of the
+  trace's span with 0, 1, 2, ... thunks running at once, and how much longer a thunk takes
+  beside another (over 90 % of it overlapped) than alone (under 10 %), on average over the
+  thunks of at least 0.2 ms seen both ways."""
+  threads = _leaf_thunks(trace_file)
+  edges = sorted((t, d) for thunks in threads.values() for a, b, _ in thunks
+                 for t, d in ((a, 1), (b, -1)))
+  running, last, span = 0, edges[0][0], collections.defaultdict(float)
+  for time_us, change in edges:
+    span[running] += time_us - last
+    running, last = running + change, time_us
+  total = sum(span.values())
+  alone, beside = collections.defaultdict(list), collections.defaultdict(list)
+  for tid, thunks in threads.items():
+    others = sorted(x for other, v in threads.items() if other != tid for x in v)
+    starts = [a for a, _, _ in others]
+    for a, b, name in thunks:
+      if b - a < 200:
+        continue
+      covered = 0.0  # by the other threads' thunks: the one before `a`, and those after
+      for s, e, _ in others[max(bisect.bisect_left(starts, a) - 1, 0):]:
+        if s >= b:
+          break
+        covered += max(0.0, min(b, e) - max(a, s))
+      share = covered / (b - a)
+      if share < 0.1:
+        alone[name].append(b - a)
+      elif share > 0.9:
+        beside[name].append(b - a)
+  both = [name for name in alone if name in beside]
+  mean = lambda values: sum(values) / len(values)  # noqa: E731
+  slowdown = (sum(mean(beside[n]) for n in both) / sum(mean(alone[n]) for n in both)
+              if both else float("nan"))
+  return dict(span_ms=total / 1e3,
+              busy_ms={tid: sum(b - a for a, b, _ in v) / 1e3 for tid, v in threads.items()},
+              share_running={n: t / total for n, t in sorted(span.items())},
+              slowdown_beside=slowdown, thunks_both_ways=len(both))
+
+
 def compare(backbone: str, image_size: int, batch_size: int, names: list[str],
-            rounds: int) -> dict[str, dict]:
-  """{set: compile_s, first_loss, images_per_s, cpu_s_per_step}, printed as it goes."""
+            rounds: int, trace_dir: str = "") -> dict[str, dict]:
+  """{set: compile_s, first_loss, images_per_s, cpu_s_per_step}, printed as it goes; with
+  `trace_dir`, also each set's `thread_concurrency` over two traced steps."""
   unknown = [name for name in names if name not in OPTION_SETS]
   if unknown:
     raise ConfigError(f"--options: unknown set(s) {unknown}; known: {sorted(OPTION_SETS)}")
@@ -86,6 +156,20 @@ def compare(backbone: str, image_size: int, batch_size: int, names: list[str],
     print(f"{backbone} {image_size} px, batch {batch_size}, {name}: "
           f"{row['images_per_s']:.3f} images/s, {wall:.3f} s per step, "
           f"{cpu:.2f} CPU s per step ({cpu / wall:.2f} cores busy)", flush=True)
+  if trace_dir:
+    for name, step in steps.items():
+      directory = os.path.join(trace_dir, name)
+      with jax.profiler.trace(directory, create_perfetto_trace=True):
+        for _ in range(2):
+          step()
+      trace_file = sorted(glob.glob(
+          os.path.join(directory, "plugins/profile/*/perfetto_trace.json.gz")))[-1]
+      rows[name]["threads"] = threads = thread_concurrency(trace_file)
+      shares = ", ".join(f"{n}: {100 * share:.0f} %"
+                         for n, share in threads["share_running"].items())
+      print(f"{name}, 2 traced steps ({threads['span_ms']:.0f} ms): thunks running at once "
+            f"{shares}; a thunk beside another takes {threads['slowdown_beside']:.2f}x its "
+            f"time alone ({threads['thunks_both_ways']} thunks seen both ways)", flush=True)
   return rows
 
 
@@ -93,7 +177,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   args = flags.FLAGS
-  compare(args.backbone, args.image_size, args.batch_size, args.options, args.rounds)
+  compare(args.backbone, args.image_size, args.batch_size, args.options, args.rounds,
+          args.trace_dir)
 
 
 def define_flags():
@@ -105,6 +190,8 @@ def define_flags():
   flags.DEFINE_list("options", ["xla", "ynn", "onednn", "onednn_fusions"],
                     f"Option sets to compare, of {sorted(OPTION_SETS)}.")
   flags.DEFINE_integer("rounds", 3, "Timed steps per set (median), interleaved.")
+  flags.DEFINE_string("trace_dir", "", "Where to write a profiler trace of two steps per set "
+                      "and read how its thunks share the cores (empty: no trace).")
 
 
 if __name__ == "__main__":
