@@ -40,6 +40,7 @@ import itertools
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -130,6 +131,26 @@ def median_seconds(run: Callable[[], object], repeats: int) -> float:
     run()
     times.append(time.perf_counter() - start)
   return statistics.median(times)
+
+
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def interleaved_seconds(runs: dict[str, Callable[[], object]],
+                        rounds: int) -> dict[str, tuple[float, float]]:
+  """{name: (median wall-clock seconds, median CPU seconds of this process over all its
+  threads)} of each call in `runs`, called in turn `rounds` times (A, B, A, B, ...) so that the
+  machine's drift falls on all of them alike. Each call blocks on its results."""
+  wall, cpu = {name: [] for name in runs}, {name: [] for name in runs}
+  for _ in range(rounds):
+    for name, run in runs.items():
+      start, start_cpu = time.perf_counter(), _cpu_seconds()
+      run()
+      wall[name].append(time.perf_counter() - start)
+      cpu[name].append(_cpu_seconds() - start_cpu)
+  return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in runs}
 
 
 # ------------------------------------------------------------------------------------ geometry

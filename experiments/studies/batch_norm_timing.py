@@ -15,8 +15,6 @@ Measured on the 2-core VM: BUILD_NOTES.md, session 18.
 
 from __future__ import annotations
 
-import statistics
-import time
 from unittest import mock
 
 import jax
@@ -102,13 +100,8 @@ def step_section():
       steps[label] = step
       print(f"{name} {size} px, batch {batch}, {label}: compile {compile_seconds:.1f} s, "
             f"first loss {float(step()):.6f}", flush=True)
-    times = {label: [] for label in steps}
-    for _ in range(_REPEATS.value):
-      for label, step in steps.items():
-        start = time.perf_counter()
-        step()
-        times[label].append(time.perf_counter() - start)
-    medians = {label: statistics.median(v) for label, v in times.items()}
+    medians = {label: wall for label, (wall, _) in
+               benchmark.interleaved_seconds(steps, _REPEATS.value).items()}
     print(f"{name} {size} px, batch {batch}: " + "  ".join(
         f"{label} {1e3 * m:.1f} ms ({int(batch) / m:.2f} images/s)"
         for label, m in medians.items())

@@ -26,9 +26,6 @@ import glob
 import gzip
 import json
 import os
-import resource
-import statistics
-import time
 
 import jax
 from absl import app, flags
@@ -57,9 +54,9 @@ OPTION_SETS = {
 }
 
 
-def _cpu_seconds() -> float:
-  usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
+# Trace events that wrap the thunks rather than being one.
+_WRAPPERS = ("ThunkExecutor", "$", "PjitFunction", "ParseArguments", "CommonPjRt", "PjRt",
+             "Execute")
 
 
 def _leaf_thunks(trace_file: str) -> dict[int, list[tuple[float, float, str]]]:
@@ -76,10 +73,6 @@ def _leaf_thunks(trace_file: str) -> dict[int, list[tuple[float, float, str]]]:
       continue
     threads[event["tid"]].append((event["ts"], event["ts"] + event["dur"], name))
   return {tid: sorted(thunks) for tid, thunks in threads.items()}
-
-
-_WRAPPERS = ("ThunkExecutor", "$", "PjitFunction", "ParseArguments", "CommonPjRt", "PjRt",
-             "Execute")
 
 
 def thread_concurrency(trace_file: str) -> dict:
@@ -142,19 +135,12 @@ def compare(backbone: str, image_size: int, batch_size: int, names: list[str],
     first_loss = float(step())
     step()  # warm-up
     steps[name] = step
-    rows[name] = dict(compile_s=compile_s, first_loss=first_loss, wall=[], cpu=[])
+    rows[name] = dict(compile_s=compile_s, first_loss=first_loss)
     print(f"{name}: compile {compile_s:.1f} s, first loss {first_loss:.8f}", flush=True)
-  for _ in range(rounds):
-    for name, step in steps.items():
-      wall, cpu = time.perf_counter(), _cpu_seconds()
-      step()
-      rows[name]["wall"].append(time.perf_counter() - wall)
-      rows[name]["cpu"].append(_cpu_seconds() - cpu)
-  for name, row in rows.items():
-    wall, cpu = statistics.median(row.pop("wall")), statistics.median(row.pop("cpu"))
-    row.update(images_per_s=batch_size / wall, cpu_s_per_step=cpu)
+  for name, (wall, cpu) in benchmark.interleaved_seconds(steps, rounds).items():
+    rows[name].update(images_per_s=batch_size / wall, cpu_s_per_step=cpu)
     print(f"{backbone} {image_size} px, batch {batch_size}, {name}: "
-          f"{row['images_per_s']:.3f} images/s, {wall:.3f} s per step, "
+          f"{batch_size / wall:.3f} images/s, {wall:.3f} s per step, "
           f"{cpu:.2f} CPU s per step ({cpu / wall:.2f} cores busy)", flush=True)
   if trace_dir:
     for name, step in steps.items():
