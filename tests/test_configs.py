@@ -102,13 +102,13 @@ def test_a_cosine_stage_without_total_steps_decays_to_zero_at_its_own_end():
 
 
 def test_the_main_jobs_weak_stage_warms_up_then_decays_to_zero_at_its_end():
-  # A fresh Adam state at the full rate let the first multi-view batches send the depth the
-  # wrong way in two of the runs measured (BUILD_NOTES.md, session 21).
+  # A fast start let the first multi-view batches send some poses' depth to its mirror image
+  # in two of four batch orders (BUILD_NOTES.md, sessions 21 and 22).
   first, second = loop.stages_of(_config("synthetic"))
   _, schedule = optim.make_optimizer(second.optim)
   assert second.objective == "ws" and second.end - second.start == 500
   assert float(schedule(0)) == 0 and float(schedule(500)) == 0
-  assert float(schedule(50)) == pytest.approx(5e-5) and float(schedule(100)) == pytest.approx(1e-4)
+  assert float(schedule(125)) == pytest.approx(5e-5) and float(schedule(250)) == pytest.approx(1e-4)
   _, schedule = optim.make_optimizer(first.optim)
   assert float(schedule(0)) == pytest.approx(5e-4)
 
@@ -117,7 +117,7 @@ def test_a_stage_shorter_than_its_warm_up_stops_the_run_before_anything_is_built
   config = _config("synthetic")
   config.stages.stage2.steps = 50
   with pytest.raises(ConfigError, match=r"stages\.stage2: a cosine schedule needs more steps "
-                     r"than its warm-up: total_steps=50 .*warmup_steps=100"):
+                     r"than its warm-up: total_steps=50 .*warmup_steps=250"):
     loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()  # stage 1 did not train for nothing
 

@@ -5,7 +5,7 @@ r"""The built-in synthetic multi-view data (no download): the main job, sized fo
 
 One run, two stages (docs/method.md section 5): stage 1 "2d" (L_H, 2000 steps at 5e-4), then
 stage 2 "ws" (weakly supervised, 500 steps with a fresh Adam state from stage 1's weights, its
-learning rate warming up to 1e-4 over 100 steps, then down to 0 along a cosine). The colon
+learning rate warming up to 1e-4 over 250 steps, then down to 0 along a cosine). The colon
 argument names the stages: ":2d+fs" (the fully supervised baseline, 500 steps at 5e-5), ":2d"
 (stage 1 alone), ":ws" or ":fs" (stage 2 alone, with `--config.init_from=STAGE1_WORKDIR`).
 The small HRNet with all resolutions to the head, 64 px crops, soft-argmax temperature 10.
@@ -30,15 +30,16 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   # doubled the 2D error within 250 steps; BUILD_NOTES.md): fs at 5e-5 (the recipe's step
   # decay); ws from 1e-4 down to 0 at its end along a cosine, which reached a lower validation
   # MPJPE in its 500 steps than 5e-5 (176.6 against 180.8 mm; fs: 197.3 against 196.0).
-  # ws warms up over its first 100 steps: a fresh Adam state moves every weight by the full
-  # rate in the sign of its first gradients, and the first few multi-view batches then decide
-  # where the depth goes. Twice that went wrong without the warm-up (stage 1 at 96 px; 1500
-  # stage-1 steps and 750 of ws: 236.0 against 184.2 mm on validation with it), and the warm-up
-  # did not cost the main job (181.8 against 181.0 on validation, test 173.2 against 172.6).
+  # ws warms up over its first 250 steps. It starts from flat depths, about as far from each
+  # pose as from its mirror image through the image plane, and a fast start lets a few
+  # multi-view batches pick the mirror for some poses: with a 100-step warm-up two batch orders
+  # of four did (validation 224.4 and 215.0 mm, their depth anti-correlated with the truth on a
+  # fifth of the views), with 250 none (177.5-179.1 mm; the other two 177.8 / 178.2 before,
+  # 178.5 / 178.9 now). BUILD_NOTES.md, sessions 21 and 22.
   config.stages = common.stages(
       common.stage_objectives(arg, "2d+ws"), steps={"2d": 2000, "fs": 500, "ws": 500},
       optims={"fs": dict(learning_rate=5e-5),
-              "ws": dict(learning_rate=1e-4, schedule="cosine", warmup_steps=100)})
+              "ws": dict(learning_rate=1e-4, schedule="cosine", warmup_steps=250)})
   config.data = common.synthetic_data(
       image_size=64, sizes=dict(train_2d=4000, train_multiview=1000, validation=200, test=2000))
   # No mirroring: a mirrored image shows the white left limbs (the synthetic people's left/right
