@@ -9,9 +9,10 @@ learning rate warming up to 1e-4 over 250 steps, then down to 0 along a cosine).
 argument names the stages: ":2d+fs" (the fully supervised baseline, 500 steps at 5e-5), ":2d"
 (stage 1 alone), ":ws" or ":fs" (stage 2 alone, with `--config.init_from=STAGE1_WORKDIR`).
 The small HRNet with all resolutions to the head, 64 px crops, soft-argmax temperature 10.
-Measured on a 2-core CPU (BUILD_NOTES.md, session 21): 12 min 26 s, held-out MPJPE 173.2 mm
-(session 18: 172.6 without the warm-up; session 17: 172.0, before HRNet's BatchNorm gradient
-was written out; 174.7 with stage 2 at a constant 5e-5, session 16; 183.2 at the method's
+Measured on a 2-core CPU with AVX-512 (docs/results.md 1.12, session 22): 7 min 33 s,
+held-out MPJPE 173.0 mm (session 21's AVX2 VM: 12 min 26 s for the same work, 173.2 mm with a
+100-step warm-up, which on session 22's VM gave 220.6; session 18: 172.6 without a warm-up;
+session 17: 172.0, before HRNet's BatchNorm gradient was written out; 174.7 with stage 2 at a constant 5e-5, session 16; 183.2 at the method's
 temperature 50 too, session 14). Stage 2 has 500 steps, not 2000, for the 15 minutes: at
 temperature 50 and 5e-5 its validation MPJPE after 500 steps (189.3) was as low as later on
 (189.3 after 750, 190.3 after 1000, 187.5-195.0 up to 2000; session 9). The 3D losses'
