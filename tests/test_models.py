@@ -238,8 +238,10 @@ def test_posenet_predictions_have_the_documented_shapes_and_dtypes():
   # (the 2D inside the grid is not checked: a soft-argmax is a convex mix of cell centres).
   pose, root_depth, valid = geometry.reconstruct(predictions["joints_2d"],
                                                  predictions["rel_depth"], cameras, H36M)
-  np.testing.assert_array_equal(predictions["pose_3d"], pose)
-  np.testing.assert_array_equal(predictions["root_depth"], root_depth)
+  # To float32 rounding, not bit for bit: the model's call is compiled as one program, and on
+  # an AVX-512 CPU its fused ops rounded 1 ulp away from these op-by-op ones (session 22).
+  np.testing.assert_allclose(predictions["pose_3d"], pose, rtol=1e-6, atol=0)
+  np.testing.assert_allclose(predictions["root_depth"], root_depth, rtol=1e-6, atol=0)
   np.testing.assert_array_equal(predictions["valid"], valid)
 
 
