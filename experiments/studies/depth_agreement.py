@@ -28,12 +28,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import numpy as np
 from absl import app, flags
 
-from experiments import cli
+from experiments import cli, studies
 from posejax import geometry, metrics
 from posejax.data.batching.sources import make_source
-from posejax.models.inference import predict_metric
-from posejax.tasks import get_task
-from posejax.train import checkpoints
 
 
 def depth_correlations(predicted_depth, true_depth) -> np.ndarray:
@@ -86,12 +83,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   for workdir in flags.FLAGS.workdirs:
-    config = checkpoints.load_config(workdir)
-    if config.task != "pose25d":
-      raise app.UsageError(f"{workdir} holds a {config.task!r} model; this study reads pose25d")
-    task = get_task(config)
-    model, step = checkpoints.restore_task_model(task, checkpoints.checkpoint_dir(workdir,
-                                                                                  "latest"))
+    config, task, model, step = studies.latest_pose25d_model(workdir,
+                                                             "this study reads pose25d")
     samples = config.eval.validation_samples
     results = agreement(task, model, make_source(config.data), samples)
     print(f"{workdir} (step {step}, validation, {results.pop('views')} views):")

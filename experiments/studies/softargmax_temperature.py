@@ -27,11 +27,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import numpy as np
 from absl import app, flags
 
-from experiments import cli
+from experiments import cli, studies
 from posejax import geometry, losses
 from posejax.data.batching.sources import make_source
-from posejax.tasks import get_task
-from posejax.train import checkpoints
 
 GRID, STRIDE = 16, 4  # the synthetic main job: 64 px crops, HRNet's stride 4
 
@@ -77,12 +75,8 @@ def decode_at_temperatures(task, model, source, samples: int,
 
 def trained_model(workdir: str, temperatures: list[float]) -> dict[float, dict]:
   """The validation results of a pose25d workdir's latest model at each temperature."""
-  config = checkpoints.load_config(workdir)
-  if config.task != "pose25d":
-    raise app.UsageError(f"{workdir} holds a {config.task!r} model; this study decodes pose25d")
-  task = get_task(config)
-  model, step = checkpoints.restore_task_model(task, checkpoints.checkpoint_dir(workdir,
-                                                                                "latest"))
+  config, task, model, step = studies.latest_pose25d_model(workdir,
+                                                           "this study decodes pose25d")
   samples = config.eval.validation_samples
   print(f"{workdir} (step {step}, trained at lambda {config.model.temperature:g}), validation "
         f"stream ({samples} samples):")
