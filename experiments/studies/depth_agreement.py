@@ -61,15 +61,15 @@ def agreement(task, model, source, samples: int) -> dict:
     sample = source("validation", index)
     mask = sample.get("view_mask", np.ones(len(sample["image"]), bool))
     predicted = task.predict(model, sample["image"], sample["camera"])
-    rel_depth = predicted["rel_depth"][mask]
+    joints_2d, rel_depth = predicted["joints_2d"][mask], predicted["rel_depth"][mask]
     true_depth = np.asarray(geometry.relative_depth_target(sample["joints_3d"][mask],
                                                            model.skeleton))
     correlations.append(depth_correlations(rel_depth, true_depth))
-    spreads.append(np.std(rel_depth - rel_depth.mean(-1, keepdims=True), -1))
-    true_spreads.append(np.std(true_depth - true_depth.mean(-1, keepdims=True), -1))
+    spreads.append(np.std(rel_depth, -1))  # over the joints: the common offset drops out
+    true_spreads.append(np.std(true_depth, -1))
     args = sample["camera"][mask], sample["joints_3d"][mask], model.skeleton
-    errors["predicted"].append(metric_mpjpe(predicted["joints_2d"][mask], rel_depth, *args))
-    errors["depth negated"].append(metric_mpjpe(predicted["joints_2d"][mask], -rel_depth, *args))
+    errors["predicted"].append(metric_mpjpe(joints_2d, rel_depth, *args))
+    errors["depth negated"].append(metric_mpjpe(joints_2d, -rel_depth, *args))
     errors["true 2D"].append(metric_mpjpe(sample["joints_2d"][mask], rel_depth, *args))
   correlations = np.concatenate(correlations)
   return dict(views=len(correlations), mean_correlation=float(correlations.mean()),
