@@ -19,7 +19,7 @@ from posejax.train import step as step_lib
 CONFIGS = ("synthetic", "h36m", "mpi_inf_3dhp")
 # The colon arguments: stage objectives joined by "+" (None: the config's default, "2d+ws").
 STAGE_ARGS = (None, "2d+ws", "2d+fs", "2d", "ws", "fs")
-LOSS_TERMS = ("heatmap", "depth", "multiview", "limb", "scale_bone", "scale_tilt")
+LOSS_TERMS = ("heatmap", "depth", "multiview", "limb", "knee", "scale_bone", "scale_tilt")
 
 
 def _config(name, arg=None):
@@ -68,6 +68,7 @@ def test_paper_recipe():
   assert config.train.steps == 0  # both stages in full: 120k steps
   assert config.train.cpu_fusions == "ynn"  # HRNet-W32's faster step on a CPU
   assert config.model.temperature == 50.0  # lambda
+  assert config.loss_weights.knee == 0.0  # ours, not the method's
   spec = get_task(config).batch_spec("ws")  # scale +-20 %, rotation +-30 degrees
   assert (spec.augment, spec.scale_range, spec.max_rotation_deg) == (True, 0.2, 30.0)
   assert config.optim.clip_norm == 0 and config.batch.flip_probability == 0.5

@@ -11,7 +11,7 @@ from posejax.train import step as step_lib
 
 # The weights the objective used to carry by default (heatmap 1, psi 5, alpha 10, beta 100,
 # scale 1), by term name.
-WEIGHTS = dict(heatmap=1.0, depth=5.0, multiview=10.0, limb=100.0, scale_bone=1.0,
+WEIGHTS = dict(heatmap=1.0, depth=5.0, multiview=10.0, limb=100.0, knee=0.0, scale_bone=1.0,
                scale_tilt=1.0)
 
 
@@ -27,6 +27,14 @@ def test_the_true_depths_are_consistent_and_their_mirror_image_is_not(views):
                  for t in (-1.0, 0.0, 1.0)}
   assert consistency[1.0] < 1e-3 < consistency[-1.0] < consistency[0.0]
   assert loss_landscape.mpjpe_mm(truth, views) < 50 < loss_landscape.mpjpe_mm(-truth, views)
+
+
+def test_the_synthetic_knees_bend_forwards_and_their_mirror_images_do_not(views):
+  truth = geometry.relative_depth_target(views["joints_3d"], H36M)
+  objective = Objective(mode="ws")
+  knee = {t: float(loss_landscape.ws_terms(t * truth, views, objective)["knee"])
+          for t in (-1.0, 0.0, 1.0)}
+  assert knee[1.0] == 0.0 and knee[-1.0] > 0.05 and knee[0.0] < 1e-3
 
 
 def test_negating_bones(views):

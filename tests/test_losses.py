@@ -224,3 +224,47 @@ def test_scale_pair_tilt_loss_by_hand():
   gradient = jax.grad(lambda d: losses.scale_pair_tilt_loss(d, mask))(jnp.asarray(depths))
   assert gradient[1, k] > 0 > gradient[1, l]  # closing the gap lowers the loss
   assert not np.any(gradient[0]) and not np.any(gradient[2])
+
+
+def _facing_the_camera_knees_bent():
+  """A pose in camera coordinates (x right, y down, z forward) facing the camera (its left on
+  the image's right), both knees bent towards the camera: sin(bend) 0.8 each,
+  the hips 0.2 apart."""
+  pose = np.zeros((17, 3), np.float32)
+  for side, x in (("right", -0.1), ("left", 0.1)):
+    pose[H36M.index(f"{side}_hip")] = (x, 0.0, 0.0)
+    pose[H36M.index(f"{side}_knee")] = (x, 0.4, -0.2)
+    pose[H36M.index(f"{side}_ankle")] = (x, 0.8, 0.0)
+  return pose
+
+
+def test_knee_bend_loss_by_hand_tells_a_pose_from_its_mirror_image():
+  pose = _facing_the_camera_knees_bent()
+  ones = np.ones(17, np.float32)
+  assert float(losses.knee_bend_loss(pose, ones)) == 0.0
+  mirrored = pose * np.array([1, 1, -1], np.float32)  # depth negated: the knees bend backwards
+  assert float(losses.knee_bend_loss(mirrored, ones)) == pytest.approx(0.16, rel=1e-5)
+  # A rigid motion changes nothing; a mirror through any plane does.
+  rotation = Rotation.from_euler("xyz", [0.3, -1.2, 2.0]).as_matrix().astype(np.float32)
+  assert float(losses.knee_bend_loss(mirrored @ rotation.T, ones)) == pytest.approx(0.16, rel=1e-5)
+  assert float(losses.knee_bend_loss(pose * np.array([-1, 1, 1], np.float32), ones)) == (
+      pytest.approx(0.16, rel=1e-5))
+  # One leg straight: it costs 0, and the mean is over both legs.
+  straight = mirrored.copy()
+  straight[H36M.index("left_knee"), 2] = 0.0
+  assert float(losses.knee_bend_loss(straight, ones)) == pytest.approx(0.08, rel=1e-5)
+  # A leg with an unconfident knee does not count; confidences get no gradient.
+  unsure = ones.copy()
+  unsure[H36M.index("left_knee")] = 0.0
+  assert float(losses.knee_bend_loss(straight, unsure)) == pytest.approx(0.16, rel=1e-5)
+  np.testing.assert_array_equal(jax.grad(losses.knee_bend_loss, argnums=1)(mirrored, unsure), 0.0)
+  # Batched, and finite on a collapsed pose and with nothing weighted.
+  batch = np.stack([pose, mirrored])
+  assert float(losses.knee_bend_loss(batch, np.ones((2, 17), np.float32))) == pytest.approx(0.08)
+  collapsed = jax.grad(losses.knee_bend_loss)(np.zeros((17, 3), np.float32), ones)
+  assert bool(jnp.all(jnp.isfinite(collapsed)))
+  assert float(losses.knee_bend_loss(mirrored, np.zeros(17, np.float32))) == 0.0
+  # The margin: a flat pose (no depth) costs it, the bent knees of `pose` (-0.8 x 0.2) do not.
+  flat = pose * np.array([1, 1, 0], np.float32)
+  assert float(losses.knee_bend_loss(flat, ones, margin=0.05)) == pytest.approx(0.05)
+  assert float(losses.knee_bend_loss(pose, ones, margin=0.05)) == 0.0

@@ -122,7 +122,7 @@ def test_group_multipliers_scale_and_freeze():
     optim.make_optimizer(dict(name="lamb"))
 
 
-WEIGHTS = dict(heatmap=1.0, depth=5.0, multiview=10.0, limb=100.0, scale_bone=1.0,
+WEIGHTS = dict(heatmap=1.0, depth=5.0, multiview=10.0, limb=100.0, knee=0.0, scale_bone=1.0,
                scale_tilt=1.0)
 
 

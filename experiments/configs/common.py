@@ -79,12 +79,14 @@ def pose25d(arg: str | None, default: str = "2d+ws") -> config_dict.ConfigDict:
                                              clip_norm=0.0))
   # Terms by name: multiview = alpha (L_MC), limb = beta (L_B), depth = psi (L_Z, fs only).
   # scale_bone and scale_tilt keep reconstructions solvable (posejax/losses.py); not in L_B.
+  # knee: ours, not the method's (posejax/losses.py knee_bend_loss); off in the paper's recipe.
   config.loss_weights = config_dict.ConfigDict(dict(heatmap=1.0, depth=5.0, multiview=0.1,
-                                                    limb=1.0, scale_bone=1.0, scale_tilt=1.0))
+                                                    limb=1.0, knee=0.0, scale_bone=1.0,
+                                                    scale_tilt=1.0))
   config.objective = config_dict.ConfigDict(dict(with_scale=False, heatmap_sigma=2.0,
                                                  losses_3d_move_2d=True,
                                                  max_scale_pair_gap=0.7,
-                                                 root_depth_gradient=True))
+                                                 root_depth_gradient=True, knee_margin=0.0))
   # The regulariser of docs/method.md section 4: in "ws", the stage-1 model's confident 2D
   # joints on the multi-view images, trained on with L_H (needs a finite multi-view stream).
   config.pseudo_labels = config_dict.ConfigDict(dict(enabled=True, threshold=0.5,

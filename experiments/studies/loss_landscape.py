@@ -45,6 +45,8 @@ _ALPHA = flags.DEFINE_float("alpha", 0.1, "Weight of L_MC.")
 _BETA = flags.DEFINE_float("beta", 1.0, "Weight of L_B.")
 _SCALE = flags.DEFINE_float("scale_weight", 1.0, "Weight of scale_bone and scale_tilt.")
 _MAX_GAP = flags.DEFINE_float("max_scale_pair_gap", 0.4, "Bound of the torso tilt loss.")
+_KNEE = flags.DEFINE_float("knee", 0.0, "Weight of the knee prior (losses.knee_bend_loss).")
+_KNEE_MARGIN = flags.DEFINE_float("knee_margin", 0.0, "The knee prior's margin.")
 
 LINE = (-1.0, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 1.0)
 
@@ -117,16 +119,16 @@ def main(argv):
   quiet_library_logs()
   views = validation_views(_SAMPLES.value)
   truth = geometry.relative_depth_target(views["joints_3d"], H36M)
-  weights = dict(heatmap=0.0, multiview=_ALPHA.value, limb=_BETA.value,
+  weights = dict(heatmap=0.0, multiview=_ALPHA.value, limb=_BETA.value, knee=_KNEE.value,
                  scale_bone=_SCALE.value, scale_tilt=_SCALE.value)
-  objective = Objective(mode="ws", max_scale_pair_gap=_MAX_GAP.value)
-  print(f"{_SAMPLES.value} samples x 4 views, ground-truth 2D, weights {weights}, "
-        f"max_scale_pair_gap {_MAX_GAP.value}")
-  print("\nalong t * (true depths):\n     t    L_MC     L_B   MPJPE")
+  settings = dict(max_scale_pair_gap=_MAX_GAP.value, knee_margin=_KNEE_MARGIN.value)
+  objective = Objective(mode="ws", **settings)
+  print(f"{_SAMPLES.value} samples x 4 views, ground-truth 2D, weights {weights}, {settings}")
+  print("\nalong t * (true depths):\n     t    L_MC     L_B  L_knee   MPJPE")
   for t in LINE:
     terms = ws_terms(t * truth, views, objective)
     print(f"{t:+6.2f}  {float(terms['multiview']):.4f}  {float(terms['limb']):.4f}"
-          f"  {mpjpe_mm(t * truth, views):6.1f}")
+          f"  {float(terms['knee']):.4f}  {mpjpe_mm(t * truth, views):6.1f}")
 
   rng = np.random.default_rng(0)
   starts = {"true depths, 10 % of bones negated": with_bones_negated(truth, 0.1, rng),
@@ -137,8 +139,7 @@ def main(argv):
   for name, start in starts.items():
     fitted = []
     for root_gradient in (True, False):
-      objective = Objective(mode="ws", root_depth_gradient=root_gradient,
-                            max_scale_pair_gap=_MAX_GAP.value)
+      objective = Objective(mode="ws", root_depth_gradient=root_gradient, **settings)
       rel_depth, terms = fit(start, views, objective, weights, _STEPS.value,
                              _LEARNING_RATE.value)
       fitted.append(f"{mpjpe_mm(rel_depth, views):6.1f} (L_MC {float(terms['multiview']):.3f})")

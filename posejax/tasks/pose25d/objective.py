@@ -2,12 +2,14 @@
 
   "2d": heatmap (L_H) on the 2D-labeled stream (stage-1 pretraining).
   "fs": heatmap + depth (L_Z); the multi-view views carry 2D and 3D labels in this mode.
-  "ws": heatmap + multiview (L_MC) + limb (L_B) + scale_bone + scale_tilt; the multi-view
+  "ws": heatmap + multiview (L_MC) + limb (L_B) + knee + scale_bone + scale_tilt; the multi-view
         stream has no labels (the train step refuses a batch that carries any: weak supervision
         must not be able to read them), or only 2D pseudo labels of the stage-1 model, on which
         L_H applies too (the regulariser of docs/method.md section 4; `pseudo_labels`).
 The config weighs the terms by name (`loss_weights`: heatmap, depth = psi, multiview = alpha,
-limb = beta, scale_bone, scale_tilt); ablations are weights of zero.
+limb = beta, knee, scale_bone, scale_tilt); ablations are weights of zero. "knee" (a hinge on
+knees bent backwards, `losses.knee_bend_loss`) is ours, not the method's: its weight is 0 in
+the paper's recipe.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Objective:
   # ground-truth 2D drift away from the true depths (BUILD_NOTES.md).
   root_depth_gradient: bool = True
   heatmap_sigma: float = 2.0  # Gaussian targets, in heatmap cells
+  knee_margin: float = 0.0  # `losses.knee_bend_loss`'s margin
 
   def __post_init__(self):
     if self.mode not in OBJECTIVES:
@@ -102,6 +105,9 @@ def objective_terms(predictions: dict, batch: dict, objective: Objective, skelet
           poses, confidence, present, with_scale=objective.with_scale)
       terms["limb"] = losses.limb_length_loss(
           poses, confidence * present[..., None].astype(jnp.float32), skeleton)
+      terms["knee"] = losses.knee_bend_loss(
+          poses, confidence * present[..., None].astype(jnp.float32), skeleton,
+          margin=objective.knee_margin)
       # Every view, even one reconstructed behind the camera: its bone is too long all the same.
       terms["scale_bone"] = losses.scale_bone_loss(poses, view_mask, skeleton)
       terms["scale_tilt"] = losses.scale_pair_tilt_loss(
