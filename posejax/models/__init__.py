@@ -26,6 +26,10 @@ BACKBONES = {
     # All four resolutions concatenated (120 channels) for the head: 8 channels were too few to
     # carry 17 heatmaps and 17 depth maps (BUILD_NOTES.md, issue 6). The synthetic default.
     "hrnetv2_w8_small": HRNetConfig(width=8, concat_branches=True, **_SMALL),
+    # Twice as wide: 2.4 px against 2.7 on the synthetic test set for 1.19x the 2D step at 64 px;
+    # its weak stage 2 needs the knee prior to keep the depth the right way round
+    # (docs/results.md 1.13).
+    "hrnetv2_w16_small": HRNetConfig(width=16, concat_branches=True, **_SMALL),
     # The smallest HRNet with every structure (four branches, fusions, the concatenated head
     # input): one block everywhere. For tests and smoke runs, where compiling is the cost.
     "hrnetv2_w4_minimal": HRNetConfig(width=4, stem_channels=8, stage1_planes=4,
