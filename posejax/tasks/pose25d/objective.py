@@ -103,11 +103,10 @@ def objective_terms(predictions: dict, batch: dict, objective: Objective, skelet
       present = view_mask & (root_depth > 0)
       terms["multiview"] = losses.multiview_consistency_loss(
           poses, confidence, present, with_scale=objective.with_scale)
-      terms["limb"] = losses.limb_length_loss(
-          poses, confidence * present[..., None].astype(jnp.float32), skeleton)
-      terms["knee"] = losses.knee_bend_loss(
-          poses, confidence * present[..., None].astype(jnp.float32), skeleton,
-          margin=objective.knee_margin)
+      present_confidence = confidence * present[..., None].astype(jnp.float32)
+      terms["limb"] = losses.limb_length_loss(poses, present_confidence, skeleton)
+      terms["knee"] = losses.knee_bend_loss(poses, present_confidence, skeleton,
+                                            margin=objective.knee_margin)
       # Every view, even one reconstructed behind the camera: its bone is too long all the same.
       terms["scale_bone"] = losses.scale_bone_loss(poses, view_mask, skeleton)
       terms["scale_tilt"] = losses.scale_pair_tilt_loss(
