@@ -633,7 +633,8 @@ def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
   options of a study, e.g. experiments.studies.xla_cpu_options).
 
   Returns (step, compile seconds, parameter count); each `step()` runs one step on the state
-  the previous one left (donated) and returns the loss."""
+  the previous one left (donated) and returns the loss; `step.flops` is the step's counted
+  FLOPs where the device's peak is known (else None)."""
   model = MapNet(config, TORCH_OUTPUTS, dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0))
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -653,6 +654,9 @@ def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
     return optax.apply_updates(params, updates), rest, opt_state, value
 
   state = [params, rest, tx.init(params)]
+  # Counted where a peak is known (a GPU), for the fraction of peak: a trace of the whole step.
+  flops = (matmul_flops(train_step, *state, images, targets)
+           if peak_flops(jax.devices()[0].device_kind, dtype) else None)
   start = time.perf_counter()
   options = (compiler_options if compiler_options is not None
              else step_lib.compiler_options(cpu_fusions, jax.default_backend()))
@@ -665,6 +669,7 @@ def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
     state[:] = new_state
     return value
 
+  step.flops = flops  # of one step, the whole batch; None off a GPU
   return step, compile_seconds, models.count_parameters(model)
 
 
@@ -681,32 +686,42 @@ def _posejax_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
     times.append(time.perf_counter() - start)
   if not np.isfinite(float(value)):
     raise FloatingPointError(f"posejax loss {float(value)}")
-  return dict(seconds=statistics.median(times), compile_s=compile_seconds, params=params)
+  return dict(seconds=statistics.median(times), compile_s=compile_seconds, params=params,
+              flops=step.flops)
+
+
+def torch_device(torch) -> str:
+  """Where the PyTorch side runs: "cuda" when JAX runs on a GPU and PyTorch sees one (both
+  sides on the same kind of device), else "cpu"."""
+  return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
 def _torch_map_step(torch, pose_hrnet, config: models.HRNetConfig, image_size: int,
-                    batch_size: int, repeats: int, dtype: str) -> dict:
-  """Seconds per eager train step of the authors' model with the same layers; bfloat16 under
-  torch.autocast (float32 parameters, Adam and loss), PyTorch's mixed precision."""
+                    batch_size: int, repeats: int, dtype: str, device: str = "cpu") -> dict:
+  """Seconds per eager train step of the authors' model with the same layers on `device`;
+  bfloat16 under torch.autocast (float32 parameters, Adam and loss), PyTorch's automatic mixed
+  precision (AMP)."""
   torch.manual_seed(0)
-  model = authors_hrnet.build_authors_model(pose_hrnet, config, TORCH_OUTPUTS)
+  model = authors_hrnet.build_authors_model(pose_hrnet, config, TORCH_OUTPUTS).to(device)
   model.train()
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-  images = torch.randn(batch_size, 3, image_size, image_size)
-  targets = torch.randn(batch_size, TORCH_OUTPUTS, image_size // 4, image_size // 4)
+  images = torch.randn(batch_size, 3, image_size, image_size).to(device)
+  targets = torch.randn(batch_size, TORCH_OUTPUTS, image_size // 4, image_size // 4).to(device)
 
   def step():
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
       maps = model(images).float()
     if maps.shape != targets.shape:  # mse_loss would broadcast
       raise ValueError(f"The authors' model gave maps of shape {tuple(maps.shape)}")
     loss = torch.nn.functional.mse_loss(maps, targets)
     loss.backward()
     optimizer.step()
-    return loss.item()
+    return loss.item()  # waits for the device
 
-  step()  # warm-up: oneDNN primitives, Adam's state
+  # Warm-up: oneDNN primitives or cuDNN's autotuning (benchmark mode), Adam's state.
+  for _ in range(2 if device == "cuda" else 1):
+    step()
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
@@ -760,6 +775,12 @@ def torch_section(model_names, sizes, batch_size: int, repeats: int,
   configs = {name: models.BACKBONES[name] for name in model_names}  # unknown: KeyError first
   pose_hrnet = authors_hrnet.load_pose_hrnet(pose_hrnet_path)
   torch.set_num_threads(threads or os.cpu_count())
+  device = torch_device(torch)
+  # On a GPU, cuDNN's autotuned convolutions: what the authors' training sets
+  # (CUDNN.BENCHMARK), as JAX autotunes XLA's. Both run float32 convolutions as TF32 by
+  # default (torch.backends.cudnn.allow_tf32; XLA's default precision).
+  torch.backends.cudnn.benchmark = device == "cuda"
+  peak_dtypes = {dtype: peak_flops(jax.devices()[0].device_kind, dtype) for dtype in dtypes}
   rows = []
   for name, config in configs.items():
     for size, dtype in itertools.product(sizes, dtypes):
@@ -767,16 +788,23 @@ def torch_section(model_names, sizes, batch_size: int, repeats: int,
       load = os.getloadavg()[0]
       ours = {cpu_fusions: _posejax_map_step(config, int(size), batch_size, repeats, dtype,
                                              cpu_fusions) for cpu_fusions in fusions}
-      theirs = _torch_map_step(torch, pose_hrnet, config, int(size), batch_size, repeats, dtype)
+      theirs = _torch_map_step(torch, pose_hrnet, config, int(size), batch_size, repeats, dtype,
+                               device)
       torch_rate = batch_size / theirs["seconds"]
       for cpu_fusions, timing in ours.items():
         posejax_rate = batch_size / timing["seconds"]
-        rows.append(dict(
+        row = dict(
             section="torch", case=f"{name} {size}px {dtype}", cpu_fusions=cpu_fusions,
             batch=batch_size, params=timing["params"], torch_params=theirs["params"],
             posejax_compile_s=timing["compile_s"], posejax_img_s=posejax_rate,
             torch_img_s=torch_rate, posejax_over_torch=posejax_rate / torch_rate,
-            torch_threads=torch.get_num_threads(), load_avg_1m=load, torch=torch.__version__))
+            torch_device=device, torch_threads=torch.get_num_threads(), load_avg_1m=load,
+            torch=torch.__version__)
+        if timing["flops"] and peak_dtypes[dtype]:  # the same layers: the same FLOPs
+          row.update(gflop_img=timing["flops"] / batch_size / 1e9,
+                     posejax_peak_frac=timing["flops"] / timing["seconds"] / peak_dtypes[dtype],
+                     torch_peak_frac=timing["flops"] / theirs["seconds"] / peak_dtypes[dtype])
+        rows.append(row)
   return rows
 
 
