@@ -383,7 +383,11 @@ def _jaxpr_flops(jaxpr) -> float:
     if name == "conv_general_dilated":  # each output: a sum over the kernel's other dimensions
       out, kernel = eqn.outvars[0].aval, eqn.invars[1].aval
       out_features = kernel.shape[eqn.params["dimension_numbers"].rhs_spec[0]]
-      total += 2.0 * np.prod(out.shape) * np.prod(kernel.shape) / out_features
+      # The input gradient of a strided convolution is a convolution of the cotangent with
+      # zeros between its values (lhs_dilation); only 1 in prod(lhs_dilation) of its products
+      # has a non-zero input, so it does the forward convolution's work, as cuDNN's does.
+      zeros_between = np.prod(eqn.params.get("lhs_dilation") or (1,))
+      total += 2.0 * np.prod(out.shape) * np.prod(kernel.shape) / out_features / zeros_between
     elif name == "dot_general":
       (contracting, _), _ = eqn.params["dimension_numbers"]
       lhs = eqn.invars[0].aval

@@ -64,6 +64,14 @@ def test_matmul_flops_counts_convolutions_products_and_their_gradients():
   # the gradient of the input and of the kernel cost one convolution each
   both_gradients = jax.grad(lambda x, w: _conv(x, w).sum(), argnums=(0, 1))
   assert benchmark.matmul_flops(both_gradients, images, kernel) == 3 * forward
+  # Strided: the input gradient convolves the cotangent with zeros between its values; only
+  # the products with a non-zero input count, so it too costs one forward convolution.
+  strided = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
+      x, w, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  strided_forward = 2 * (2 * 8 * 8 * 12) * (3 * 3 * 8)
+  assert benchmark.matmul_flops(strided, images, kernel) == strided_forward
+  strided_gradients = jax.grad(lambda x, w: strided(x, w).sum(), argnums=(0, 1))
+  assert benchmark.matmul_flops(strided_gradients, images, kernel) == 3 * strided_forward
   grouped = np.ones((3, 3, 2, 12), np.float32)  # 4 groups of 2 input channels
   assert benchmark.matmul_flops(lambda x, w: _conv(x, w, 4), images, grouped) == forward / 4
   a, b = np.ones((5, 7), np.float32), np.ones((7, 3), np.float32)

@@ -11,6 +11,7 @@ the dev extra).
 import math
 import os
 import sys
+import types
 
 import jax.numpy as jnp
 import numpy as np
@@ -112,6 +113,42 @@ def test_the_posejax_step_computes_in_bfloat16_and_its_loss_in_float32():
     assert losses[dtype].dtype == jnp.float32
   assert losses["float32"] != losses["bfloat16"]
   np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
+
+
+def test_the_step_counts_its_flops_where_the_devices_peak_is_known(monkeypatch):
+  config = models.BACKBONES["hrnetv2_w4_micro"]
+  step, _, _ = benchmark.compiled_map_step(config, 32, 2)
+  assert step.flops is None  # no peak known for a CPU: no trace spent on counting
+  monkeypatch.setattr(benchmark, "peak_flops", lambda device_kind, dtype: 1e12)
+  step, _, _ = benchmark.compiled_map_step(config, 32, 2)
+  # The forward pass, then the kernels' gradients (one forward each) and the inputs' gradients
+  # (one forward each) except the first convolution's: the images need none.
+  model = benchmark.MapNet(config, benchmark.TORCH_OUTPUTS, rngs=nnx.Rngs(0))
+  model.eval()  # the same convolutions; BatchNorm with its statistics, traceable as a function
+  graphdef, state = nnx.split(model)
+  images = jnp.zeros((2, 32, 32, 3))
+  forward = benchmark.matmul_flops(lambda x: nnx.merge(graphdef, state)(x), images)
+  stem = 2 * (2 * 16 * 16 * config.stem_channels) * (3 * 3 * 3)  # 3x3, stride 2, RGB in
+  assert step.flops == 3 * forward - stem
+
+
+def test_the_pytorch_side_runs_where_jax_runs(monkeypatch):
+  cuda = lambda available: types.SimpleNamespace(  # noqa: E731
+      cuda=types.SimpleNamespace(is_available=lambda: available))
+  assert benchmark.torch_device(cuda(True)) == "cpu"  # JAX on the CPU here
+  monkeypatch.setattr(benchmark.jax, "default_backend", lambda: "gpu")
+  assert benchmark.torch_device(cuda(True)) == "cuda"
+  assert benchmark.torch_device(cuda(False)) == "cpu"  # a CPU build of PyTorch
+
+
+def test_fractions_of_peak_from_the_counted_flops(monkeypatch):
+  _torch()
+  monkeypatch.setattr(benchmark, "peak_flops", lambda device_kind, dtype: 1e12)
+  (row,) = _section(_pose_hrnet_path(), threads=1)
+  for side in ("posejax", "torch"):
+    assert row[f"{side}_peak_frac"] == pytest.approx(
+        row["gflop_img"] * 1e9 * row[f"{side}_img_s"] / 1e12)
+  assert row["torch_device"] == "cpu"
 
 
 def test_tiny_run_in_bfloat16_uses_autocast_on_pytorchs_side():

@@ -16,7 +16,7 @@ from posejax.train import loop
 from posejax.train import optimizer as optim
 from posejax.train import step as step_lib
 
-CONFIGS = ("synthetic", "h36m", "mpi_inf_3dhp")
+CONFIGS = ("synthetic", "synthetic_gpu", "h36m", "mpi_inf_3dhp")
 # The colon arguments: stage objectives joined by "+" (None: the config's default, "2d+ws").
 STAGE_ARGS = (None, "2d+ws", "2d+fs", "2d", "ws", "fs")
 LOSS_TERMS = ("heatmap", "depth", "multiview", "limb", "knee", "scale_bone", "scale_tilt")
@@ -153,3 +153,27 @@ def test_the_synthetic_temperature_reads_joints_between_cell_centres():
 def test_unknown_stage_objective_is_an_error(name, arg):
   with pytest.raises(ValueError, match="Unknown .*'wz'"):
     _config(name, arg)
+
+
+def _flat(config) -> dict:
+  def items(prefix, value):
+    if hasattr(value, "items"):
+      for key, item in value.items():
+        yield from items(f"{prefix}{key}.", item)
+    else:
+      yield prefix.rstrip("."), value
+  return dict(items("", config.to_dict()))
+
+
+def test_the_gpu_config_is_the_main_job_with_more_compute():
+  # What synthetic_gpu.py's docstring says it changes, and nothing else: the same method,
+  # data, losses and learning rates as the main job.
+  main, gpu = _flat(_config("synthetic")), _flat(_config("synthetic_gpu"))
+  assert main.keys() == gpu.keys()
+  changed = {key: gpu[key] for key in main if main[key] != gpu[key]}
+  assert changed == {
+      "model.name": "hrnet_w32", "model.dtype": "bfloat16", "data.image_size": 128,
+      "data.workers": 16, "batch.labeled": 64, "batch.multiview": 16,
+      "stages.stage1.steps": 3000, "stages.stage2.steps": 1000,
+      "data.sizes.train_2d": 8000, "data.sizes.train_multiview": 2000,
+      "train.log_every": 250, "train.checkpoint_every": 500, "train.validate_every": 500}
