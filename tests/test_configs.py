@@ -173,7 +173,7 @@ def test_the_gpu_config_is_the_main_job_with_more_compute():
   changed = {key: gpu[key] for key in main if main[key] != gpu[key]}
   assert changed == {
       "model.name": "hrnet_w32", "model.dtype": "bfloat16", "data.image_size": 128,
-      "data.workers": 16, "batch.labeled": 64, "batch.multiview": 16,
+      "data.workers": 16, "data.render_processes": 16, "batch.labeled": 64, "batch.multiview": 16,
       "stages.stage1.steps": 3000, "stages.stage2.steps": 1000,
       "data.sizes.train_2d": 8000, "data.sizes.train_multiview": 2000,
       "train.log_every": 250, "train.checkpoint_every": 500, "train.validate_every": 500}

@@ -6,9 +6,10 @@ Everything the synthetic main job (experiments/configs/synthetic.py) does, with 
 affords instead of two CPU cores: the paper's HRNet-W32 computing in bfloat16 (not the small
 HRNet in float32), 128 px crops (not 64), batches of 64 labeled images + 16 multi-view samples
 (twice the main job's), 3000 + 1000 steps (1.5 and 2 times) and twice the rendered samples,
-kept in memory and rendered by 16 threads. The soft-argmax temperature stays at the main
-job's 10. Not tuned: no choice here was made on the validation stream. Measured on one
-NVIDIA H200: docs/results.md 3.7.
+kept in memory, the training streams rendered by 16 processes before training starts. The
+soft-argmax temperature stays at the main job's 10. Not tuned: no choice here was made on the
+validation stream. On one NVIDIA H200 (docs/results.md 3.7) the run was input-bound: see
+there before planning a GPU run.
 
 The colon argument names the stages as in synthetic.py (default "2d+ws").
 """
@@ -25,7 +26,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
       objectives, steps={"2d": 3000, "fs": 1000, "ws": 1000},
       optims={"fs": dict(learning_rate=5e-5),
               "ws": dict(learning_rate=1e-4, schedule="cosine", warmup_steps=250)})
-  config.data.update(image_size=128, workers=16,
+  config.data.update(image_size=128, workers=16, render_processes=16,
                      sizes=dict(train_2d=8000, train_multiview=2000, validation=200, test=2000))
   config.batch.update(labeled=64, multiview=16)
   config.model.update(name="hrnet_w32", dtype="bfloat16")

@@ -9,8 +9,12 @@ prepared synthetic set and every real dataset (`posejax.data.real.datasets`) are
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
+import multiprocessing
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -28,11 +32,13 @@ def synthetic_source(config: synthetic.SyntheticConfig) -> Source:
   return lambda stream, index: synthetic.sample(config, stream, index)
 
 
-def finite_source(source: Source, sizes: dict[str, int]) -> Source:
+def finite_source(source: Source, sizes: dict[str, int],
+                  rendered: dict[tuple[str, int], dict] | None = None) -> Source:
   """A finite dataset of `sizes[stream]` samples per stream, kept in memory: index i reads
-  sample i mod size, produced once by `source`. For short CPU runs on the synthetic data,
-  where rendering every batch afresh would compete with training for the same cores."""
-  cache = {}
+  sample i mod size, produced once by `source` (or taken from `rendered`, {(stream, index):
+  sample}, samples produced beforehand). For short CPU runs on the synthetic data, where
+  rendering every batch afresh would compete with training for the same cores."""
+  cache = dict(rendered or {})
 
   def cached(stream: str, index: int) -> dict:
     key = (stream, index % sizes[stream])
@@ -42,6 +48,32 @@ def finite_source(source: Source, sizes: dict[str, int]) -> Source:
 
   cached.sizes = dict(sizes)
   return cached
+
+
+def render_in_processes(config: synthetic.SyntheticConfig, sizes: dict[str, int],
+                        streams: Iterable[str], processes: int) -> dict[tuple[str, int], dict]:
+  """Every sample of `streams` (`sizes[stream]` each) rendered by `processes` worker processes:
+  {(stream, index): sample}, the same samples as `synthetic.sample` gives in this process.
+
+  Rendering is NumPy on small arrays and holds Python's GIL most of the time: threads scale
+  poorly (16 on a 16-core GPU machine gave about 47 samples/s at 128 px, docs/results.md 3.7)
+  and processes don't share it."""
+  keys = [(stream, index) for stream in streams for index in range(sizes[stream])]
+  start = time.perf_counter()
+  print(f"rendering {len(keys)} samples ({', '.join(streams)}) in {processes} processes ...",
+        flush=True)
+  # "spawn": a forked child of a process that has started JAX's threads can deadlock.
+  with concurrent.futures.ProcessPoolExecutor(
+      processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+    samples = list(pool.map(functools.partial(_render, config), keys, chunksize=8))
+  seconds = time.perf_counter() - start
+  print(f"rendered {len(keys)} samples in {seconds:.1f} s ({len(keys) / seconds:.0f}/s)",
+        flush=True)
+  return dict(zip(keys, samples))
+
+
+def _render(config: synthetic.SyntheticConfig, key: tuple[str, int]) -> dict:
+  return synthetic.sample(config, *key)
 
 
 def with_pseudo_labels(source: Source, joints_2d: np.ndarray, joints_2d_mask: np.ndarray
@@ -75,7 +107,8 @@ def make_source(data) -> Source:
   """The Source of a config's `data` section: registered real datasets (`source` =
   "datasets": `streams` and `options` as in `datasets.streams_source`), or the synthetic data
   from a prepared data dir, or rendered on the fly (kept in memory with `in_memory`: a finite
-  set of `sizes` samples)."""
+  set of `sizes` samples, whose training streams `render_processes` processes render before
+  training starts, where it is set)."""
   if data.source == "datasets":
     from posejax.data.real import datasets  # pylint: disable=import-outside-toplevel
     return datasets.streams_source(dict(data.streams), os.path.expanduser(data.data_dir),
@@ -88,4 +121,11 @@ def make_source(data) -> Source:
     return synthetic_tfds.prepared_source(synthetic_config, dict(data.sizes),
                                           os.path.expanduser(data.data_dir))
   source = synthetic_source(synthetic_config)
-  return finite_source(source, dict(data.sizes)) if data.get("in_memory") else source
+  if not data.get("in_memory"):
+    return source
+  sizes = dict(data.sizes)
+  rendered = None
+  if data.get("render_processes"):  # the training streams up front; the rest on first use
+    streams = [s for s in ("train_2d", "train_multiview") if sizes.get(s)]
+    rendered = render_in_processes(synthetic_config, sizes, streams, data.render_processes)
+  return finite_source(source, sizes, rendered)
