@@ -14,7 +14,7 @@ import functools
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def finite_source(source: Source, sizes: dict[str, int],
 
 
 def render_in_processes(config: synthetic.SyntheticConfig, sizes: dict[str, int],
-                        streams: Iterable[str], processes: int) -> dict[tuple[str, int], dict]:
+                        streams: Sequence[str], processes: int) -> dict[tuple[str, int], dict]:
   """Every sample of `streams` (`sizes[stream]` each) rendered by `processes` worker processes:
   {(stream, index): sample}, the same samples as `synthetic.sample` gives in this process.
 
