@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -158,7 +159,8 @@ def test_stage_one_then_weak_supervision_in_one_run_keeps_the_best_and_writes_te
   scalars = event_accumulator.EventAccumulator(str(events[0]))
   scalars.Reload()
   tags = set(scalars.Tags()["scalars"])
-  assert {"loss", "heatmap", "multiview", "limb", "validation/mpjpe", "learning_rate"} <= tags
+  assert {"loss", "heatmap", "multiview", "limb", "validation/mpjpe", "learning_rate",
+          "images_per_second", "input_wait_fraction"} <= tags
   assert [e.step for e in scalars.Scalars("loss")] == [1, 2, 3]
   assert [e.value for e in scalars.Scalars("learning_rate")] == pytest.approx([5e-4, 5e-4, 1e-4])
   results = loop.evaluate_workdir(checkpoints.load_config(str(tmp_path)), str(tmp_path), "best")
@@ -259,3 +261,23 @@ def test_training_imports_no_tensorflow():
           "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
   subprocess.run([sys.executable, "-c", code], cwd=pathlib.Path(__file__).parents[1],
                  check=True, timeout=120)
+
+
+def test_the_progress_line_says_how_long_the_loop_waited_for_batches(monkeypatch, tmp_path,
+                                                                      capsys):
+  real_batches = loop.pipeline.batches
+
+  def slow_batches(*args, **kwargs):  # an input pipeline that needs 0.5 s per batch
+    for batch in real_batches(*args, **kwargs):
+      time.sleep(0.5)
+      yield batch
+
+  monkeypatch.setattr(loop.pipeline, "batches", slow_batches)
+  loop.train_and_evaluate(tiny_config("2d", 4, checkpoint_every=100, validate_every=0),
+                          str(tmp_path))
+  waits = {int(step): int(percent) for step, percent in re.findall(
+      r"step (\d+)/4 .* input wait (\d+) %", capsys.readouterr().out)}
+  assert sorted(waits) == [1, 2, 3, 4]
+  # Step 1's interval holds the step's compile; after it the tiny step takes a fraction of the
+  # 0.5 s that every batch waits.
+  assert all(50 <= waits[step] <= 100 for step in (2, 3, 4)), waits

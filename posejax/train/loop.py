@@ -151,10 +151,11 @@ def quiet_library_logs():
   absl_logging.get_absl_handler().addFilter(_OwnInfoOnly())
 
 
-def _progress(step: int, total: int, loss: float, rate: float, eta_s: float) -> str:
+def _progress(step: int, total: int, loss: float, rate: float, input_wait: float,
+              eta_s: float) -> str:
   done = int(20 * step / max(total, 1))
   return (f"[{'#' * done}{'.' * (20 - done)}] step {step}/{total}  loss {loss:.4g}  "
-          f"images/s {rate:.1f}  ETA {eta_s / 60:.1f} min")
+          f"images/s {rate:.1f}  input wait {100 * input_wait:.0f} %  ETA {eta_s / 60:.1f} min")
 
 
 def _check_finite(values: dict, step: int, manager):
@@ -216,7 +217,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     previous_handler = signal.signal(signal.SIGTERM,
                                      lambda signum, frame: stop.update(signal=signum))
   try:
-    tick, tick_step = time.perf_counter(), start
+    # Seconds the loop waited for batches since the last log: steps are dispatched without
+    # waiting for the device, so a large share means the input pipeline is what limits.
+    tick, tick_step, input_wait = time.perf_counter(), start, 0.0
     for step in range(start, total):
       if stage is None or step >= stage.end:  # a new stage: its optimiser, step and batches
         stage = _stage_at(stages, step)
@@ -241,7 +244,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
               f"{stage.start}-{stage.end}, {optim.describe(stage.optim)}), "
               f"{images_per_step} images per step",
               flush=True)
-      state, step_metrics = train_step(state, _global_batch(next(batches), by_example))
+      waiting = time.perf_counter()
+      local_batch = next(batches)
+      input_wait += time.perf_counter() - waiting
+      state, step_metrics = train_step(state, _global_batch(local_batch, by_example))
       done = step + 1
       if signal_at and done == signal_at[0]:
         manager.wait_until_finished()
@@ -261,10 +267,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if log:
         now = time.perf_counter()
         rate = (done - tick_step) * images_per_step / max(now - tick, 1e-9)
+        wait_fraction = input_wait / max(now - tick, 1e-9)
         eta = (total - done) * images_per_step / max(rate, 1e-9)
-        writer.write_scalars(done, dict(values, images_per_second=rate))
-        print(_progress(done, total, values["loss"], rate, eta) + "\n", end="", flush=True)
-        tick, tick_step = now, done
+        writer.write_scalars(done, dict(values, images_per_second=rate,
+                                        input_wait_fraction=wait_fraction))
+        print(_progress(done, total, values["loss"], rate, wait_fraction, eta) + "\n", end="",
+              flush=True)
+        tick, tick_step, input_wait = now, done, 0.0
       if save:
         manager.save(done, args=ocp.args.StandardSave(state))
       if validate_every and (done % validate_every == 0 or last):
@@ -276,7 +285,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                   metrics={task.best_metric: scores[task.best_metric]})
         print(f"step {done}: validation {task.best_metric} {scores[task.best_metric]:.4g} "
               f"(best kept in {best.directory})", flush=True)
-        tick = time.perf_counter()  # the rate is the training rate
+        tick, input_wait = time.perf_counter(), 0.0  # the rate is the training rate
       if stopping:
         manager.wait_until_finished()
         print(f"SIGTERM: saved step {done}, stopping", flush=True)
