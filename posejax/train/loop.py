@@ -266,8 +266,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         _check_finite(values, done, manager)
       if log:
         now = time.perf_counter()
-        rate = (done - tick_step) * images_per_step / max(now - tick, 1e-9)
-        wait_fraction = input_wait / max(now - tick, 1e-9)
+        elapsed = max(now - tick, 1e-9)
+        rate = (done - tick_step) * images_per_step / elapsed
+        wait_fraction = input_wait / elapsed
         eta = (total - done) * images_per_step / max(rate, 1e-9)
         writer.write_scalars(done, dict(values, images_per_second=rate,
                                         input_wait_fraction=wait_fraction))

@@ -65,15 +65,13 @@ def render_in_processes(config: synthetic.SyntheticConfig, sizes: dict[str, int]
   # "spawn": a forked child of a process that has started JAX's threads can deadlock.
   with concurrent.futures.ProcessPoolExecutor(
       processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-    samples = list(pool.map(functools.partial(_render, config), keys, chunksize=8))
+    samples = list(pool.map(functools.partial(synthetic.sample, config),
+                            [stream for stream, _ in keys], [index for _, index in keys],
+                            chunksize=8))
   seconds = time.perf_counter() - start
   print(f"rendered {len(keys)} samples in {seconds:.1f} s ({len(keys) / seconds:.0f}/s)",
         flush=True)
   return dict(zip(keys, samples))
-
-
-def _render(config: synthetic.SyntheticConfig, key: tuple[str, int]) -> dict:
-  return synthetic.sample(config, *key)
 
 
 def with_pseudo_labels(source: Source, joints_2d: np.ndarray, joints_2d_mask: np.ndarray
