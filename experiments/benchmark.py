@@ -482,7 +482,7 @@ def objective_of(config) -> str:
   return loop.stages_of(config)[0].objective
 
 
-def _case_name(config) -> str:
+def case_name(config) -> str:
   batch = config.batch
   views = f"+{batch.multiview}x{batch.num_views}" if batch.multiview else ""
   return (f"{objective_of(config)} {config.model.name} {config.data.image_size}px "
@@ -493,9 +493,11 @@ def _images_per_step(config) -> int:
   return config.batch.labeled + config.batch.multiview * config.batch.num_views
 
 
-def train_case(config, devices, repeats: int, cpu_fusions: str = "xla") -> dict:
-  """Compile time and steady-state images/s of the config's jitted train step on `devices`:
-  the step the training loop builds for the config's (first) stage, with `cpu_fusions`."""
+def build_train_case(config, devices, cpu_fusions: str = "xla"):
+  """The step the training loop builds for the config's (first) stage, on `devices`.
+
+  Returns (train_step, state, batch, mesh): the pure step (TrainState, batch) -> (TrainState,
+  metrics), its state placed on the mesh, and the config's first batch, sharded."""
   task = get_task(config)
   stage = loop.stages_of(config)[0]
   model, frozen = task.create_model(nnx.Rngs(config.seed)), task.create_frozen()
@@ -507,32 +509,51 @@ def train_case(config, devices, repeats: int, cpu_fusions: str = "xla") -> dict:
       batch_keys=task.batch_keys(stage.objective),
       frozen_graphdef=step_lib.frozen_graphdef(frozen),
       prepare=task.prepare_batch(stage.objective), learning_rate=schedule)
-  step = step_lib.jit_train_step(train_step, mesh, cpu_fusions)
-  spec = task.batch_spec(stage.objective)
   source = sources.synthetic_source(synthetic.config_from(config.data))
-  batch = step_lib.shard_batch(pipeline.make_batch(source, spec, step=0), mesh)
-  state = jax.device_put(state, step_lib.shardings(mesh)[0])
+  batch = pipeline.make_batch(source, task.batch_spec(stage.objective), step=0)
+  return (train_step, jax.device_put(state, step_lib.shardings(mesh)[0]),
+          step_lib.shard_batch(batch, mesh), mesh)
+
+
+def time_steps(step, state, batch, repeats: int) -> dict:
+  """Compile seconds of the jitted `step` and the medians over `repeats` steps of step_ms (the
+  call until its results are ready) and dispatch_ms (until the call returns: the host's
+  share, which a loop cannot hide behind the device's; near step_ms, the host limits)."""
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_seconds = time.perf_counter() - start
   state, _ = jax.block_until_ready(compiled(state, batch))  # warm-up
-  times = []
+  times, dispatches = [], []
   for _ in range(repeats):  # the state is donated: each step consumes the previous one
     start = time.perf_counter()
-    state, _ = jax.block_until_ready(compiled(state, batch))
+    state, metrics = compiled(state, batch)
+    dispatches.append(time.perf_counter() - start)
+    jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - start)
-  seconds = statistics.median(times)
+  return dict(compile_s=compile_seconds, step_ms=statistics.median(times) * 1e3,
+              dispatch_ms=statistics.median(dispatches) * 1e3, state=state)
+
+
+def train_case(config, devices, repeats: int, cpu_fusions: str = "xla") -> dict:
+  """Compile time and steady-state images/s of the config's jitted train step on `devices`
+  (`build_train_case`), called on the state's leaves as the loop calls it."""
+  train_step, state, batch, mesh = build_train_case(config, devices, cpu_fusions)
+  leaves, state_def = jax.tree_util.tree_flatten(state)
+  step = step_lib.jit_train_step(step_lib.on_leaves(train_step, state_def), mesh, cpu_fusions)
+  timing = time_steps(step, leaves, batch, repeats)
   images = _images_per_step(config)
-  row = dict(section="train", case=_case_name(config), devices=len(devices),
-             device=devices[0].device_kind, cpu_fusions=cpu_fusions, compile_s=compile_seconds,
-             step_ms=seconds * 1e3, train_img_s=images / seconds)
+  row = dict(section="train", case=case_name(config), devices=len(devices),
+             device=devices[0].device_kind, cpu_fusions=cpu_fusions,
+             compile_s=timing["compile_s"], step_ms=timing["step_ms"],
+             dispatch_ms=timing["dispatch_ms"], train_img_s=images / timing["step_ms"] * 1e3)
   # The global batch's, all devices together. Traced unjitted: JAX refuses a jit with compiler
   # options inside another trace.
-  flops = matmul_flops(train_step, state, batch)
+  flops = matmul_flops(train_step, jax.tree_util.tree_unflatten(state_def, timing["state"]),
+                       batch)
   row["gflop_img"] = flops / images / 1e9
   peak = peak_flops(devices[0].device_kind, config.model.dtype)
   if peak:
-    row["peak_frac"] = flops / seconds / (peak * len(devices))
+    row["peak_frac"] = flops / (timing["step_ms"] / 1e3) / (peak * len(devices))
   return row
 
 
@@ -595,7 +616,7 @@ def train_section(cases, device_counts, repeats: int, workers: int,
           for row in run(count, cases, repeats, fusions)]
   rates = {}
   for config in configs:
-    name = _case_name(config)
+    name = case_name(config)
     data = synthetic.config_from(config.data)
     rates[name] = dict(rendered_img_s=pipeline_rate(sources.synthetic_source(data), config,
                                                     workers, num_batches=2))
@@ -648,29 +669,33 @@ def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
   targets = jnp.asarray(rng.normal(size=(batch_size, image_size // 4, image_size // 4,
                                          TORCH_OUTPUTS)), jnp.float32)
 
-  def train_step(params, rest, opt_state, images, targets):
+  def train_step(state, batch):
+    params, rest, opt_state = state
+    images, targets = batch
+
     def loss(params):
       net = nnx.merge(graphdef, params, rest, copy=True)  # BatchNorm updates its statistics
       value = jnp.mean(jnp.square(net(images) - targets))
       return value, nnx.state(net, nnx.Not(nnx.Param))
     (value, rest), grads = jax.value_and_grad(loss, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), rest, opt_state, value
+    return (optax.apply_updates(params, updates), rest, opt_state), value
 
-  state = [params, rest, tx.init(params)]
+  state = (params, rest, tx.init(params))
   # Counted where a peak is known (a GPU), for the fraction of peak: a trace of the whole step.
-  flops = (matmul_flops(train_step, *state, images, targets)
+  flops = (matmul_flops(train_step, state, (images, targets))
            if peak_flops(jax.devices()[0].device_kind, dtype) else None)
+  leaves, state_def = jax.tree_util.tree_flatten(state)  # called on leaves, as the loop does
   start = time.perf_counter()
   options = (compiler_options if compiler_options is not None
              else step_lib.compiler_options(cpu_fusions, jax.default_backend()))
-  compiled = jax.jit(train_step, donate_argnums=(0, 1, 2),
-                     compiler_options=options).lower(*state, images, targets).compile()
+  compiled = jax.jit(step_lib.on_leaves(train_step, state_def), donate_argnums=0,
+                     compiler_options=options).lower(leaves, (images, targets)).compile()
   compile_seconds = time.perf_counter() - start
 
   def step():  # donated: each step consumes the previous state
-    *new_state, value = jax.block_until_ready(compiled(*state, images, targets))
-    state[:] = new_state
+    new_leaves, value = jax.block_until_ready(compiled(leaves, (images, targets)))
+    leaves[:] = new_leaves
     return value
 
   step.flops = flops  # of one step, the whole batch; None off a GPU

@@ -88,6 +88,7 @@ def test_train_case_times_the_sharded_step_and_the_pipeline_feeds_the_same_batch
       "ws hrnetv2_w4_micro 32px float32 2+2x4", 2, "cpu", "xla")
   assert row["compile_s"] > 0
   assert row["train_img_s"] == pytest.approx(10 / (row["step_ms"] / 1e3))  # 2 + 2 x 4 images
+  assert 0 < row["dispatch_ms"] <= row["step_ms"]  # the call returns before its results
   assert row["gflop_img"] > 0 and "peak_frac" not in row  # no peak FLOP/s known for a CPU
   source = sources.synthetic_source(synthetic.config_from(config.data))
   assert benchmark.pipeline_rate(source, config, workers=0, num_batches=1) > 0
@@ -127,3 +128,14 @@ def test_train_cases_parse_and_refuse_malformed_ones():
   with pytest.raises(ValueError, match="'wz'"):  # an objective the task does not have
     benchmark.train_config("wz:hrnet_w32:256:4:8")
   assert benchmark._device_counts(["1", "all", "2"]) == sorted({1, 2, os.cpu_count()})
+
+
+def test_dispatch_overhead_study_times_both_forms_of_the_same_step():
+  from experiments.studies import dispatch_overhead  # pylint: disable=import-outside-toplevel
+  config = benchmark.train_config("2d:hrnetv2_w4_micro:32:2:0")
+  config.data.update(motion="procedural", occluder_probability=0.0)
+  rows = [dispatch_overhead.measure(form, config, repeats=2) for form in ("TrainState", "leaves")]
+  assert [row["form"] for row in rows] == ["TrainState", "leaves"]
+  assert rows[0]["state_arrays"] == rows[1]["state_arrays"] > 100
+  for row in rows:
+    assert 0 < row["dispatch_ms"] <= row["step_ms"] and row["queued_img_s"] > 0

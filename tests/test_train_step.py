@@ -215,6 +215,25 @@ def test_weak_supervision_refuses_3d_labels():
       step(state, batch)
 
 
+def test_the_step_on_leaves_is_the_step_on_the_train_state():
+  # The loop calls the step on the state's leaves (step_lib.on_leaves) to spare the host a
+  # TrainState flatten and unflatten per step: the same step, to the bit.
+  state, step, batch = _setup("2d")
+  leaves, state_def = jax.tree_util.tree_flatten(jax.tree_util.tree_map(np.array, state))
+  expected, expected_metrics = jax.jit(step)(state, batch)
+  new_leaves, metrics = jax.jit(train_step_lib.on_leaves(step, state_def))(leaves, batch)
+  assert isinstance(new_leaves, list) and len(new_leaves) == len(leaves)
+  for got, want in zip(new_leaves, jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_array_equal(got, want)
+  assert jax.tree_util.tree_map(float, metrics) == jax.tree_util.tree_map(
+      float, expected_metrics)
+  assert int(jax.tree_util.tree_unflatten(state_def, new_leaves).step) == 1
+  # A step that returns another structure is refused where it is traced.
+  grows = lambda state, batch: ((state, state.step), {})  # noqa: E731
+  with pytest.raises(ValueError, match="changed the state's structure"):
+    train_step_lib.on_leaves(grows, state_def)(leaves, batch)
+
+
 def _on_devices(state, step, batch, devices, num_steps, cpu_fusions="xla"):
   """`num_steps` jitted steps over a mesh of `devices`: (parameter update, last loss)."""
   before = _flat(state.params)

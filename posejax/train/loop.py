@@ -207,6 +207,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   start = int(state.step)
   validate_every = config.train.get("validate_every", config.train.checkpoint_every)
   batches, stage, images_per_step = None, None, 0
+  # Between steps the state lives as its leaves (`step_lib.on_leaves`: a jitted call on the
+  # TrainState itself costs the host more than a small model's step); `state` is rebuilt from
+  # them where the TrainState is needed: a new stage, a checkpoint, an evaluation.
+  leaves, state_def = None, None
   stop = {"signal": None}
   # Saving is collective, so all processes must stop at the same step. With several, JAX's
   # preemption service (started by jax.distributed.initialize; it catches SIGTERM) agrees on
@@ -222,23 +226,26 @@ def train_and_evaluate(config, workdir: str) -> dict:
     tick, tick_step, input_wait = time.perf_counter(), start, 0.0
     for step in range(start, total):
       if stage is None or step >= stage.end:  # a new stage: its optimiser, step and batches
+        if leaves is not None:
+          state = jax.tree_util.tree_unflatten(state_def, leaves)
         stage = _stage_at(stages, step)
         tx, schedule = optim.make_optimizer(stage.optim)
         if step == stage.start:  # entering the stage (not resuming inside it)
           state = state.replace(opt_state=jax.device_put(tx.init(state.params), replicated))
         if batches is not None:
           batches.close()
+        leaves, state_def = jax.tree_util.tree_flatten(state)
         spec = task.batch_spec(stage.objective)
         stage_source = task.stage_source(stage.objective, source, model_of(state), workdir)
         batches = pipeline.batches(stage_source, spec, start_step=step - stage.start,
                                    process_index=jax.process_index(),
                                    process_count=jax.process_count(), seed=config.seed,
                                    workers=config.data.workers)
-        train_step = step_lib.jit_train_step(step_lib.make_train_step(
+        train_step = step_lib.jit_train_step(step_lib.on_leaves(step_lib.make_train_step(
             graphdef, tx, task.loss_terms(stage.objective), config.loss_weights,
             batch_keys=task.batch_keys(stage.objective), frozen_graphdef=frozen_graphdef,
             prepare=task.prepare_batch(stage.objective), learning_rate=schedule,
-            stage_start=stage.start), mesh, cpu_fusions)
+            stage_start=stage.start), state_def), mesh, cpu_fusions)
         images_per_step = spec.images_per_step()
         print(f"step {step}: stage {stage.name!r} (objective {stage.objective!r}, steps "
               f"{stage.start}-{stage.end}, {optim.describe(stage.optim)}), "
@@ -247,7 +254,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       waiting = time.perf_counter()
       local_batch = next(batches)
       input_wait += time.perf_counter() - waiting
-      state, step_metrics = train_step(state, _global_batch(local_batch, by_example))
+      leaves, step_metrics = train_step(leaves, _global_batch(local_batch, by_example))
       done = step + 1
       if signal_at and done == signal_at[0]:
         manager.wait_until_finished()
@@ -261,6 +268,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       log = done % config.train.log_every == 0 or last or stopping
       save = (last or stopping or done == stage.end
               or done % config.train.checkpoint_every == 0)
+      validate = bool(validate_every) and (done % validate_every == 0 or last)
+      if save or validate:
+        state = jax.tree_util.tree_unflatten(state_def, leaves)
       if log or save:  # never save without checking that the state is finite
         values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
         _check_finite(values, done, manager)
@@ -277,7 +287,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         tick, tick_step, input_wait = now, done, 0.0
       if save:
         manager.save(done, args=ocp.args.StandardSave(state))
-      if validate_every and (done % validate_every == 0 or last):
+      if validate:
         scores = task.evaluate(model_of(state), source, stream="validation",
                                samples=config.eval.validation_samples)
         writer.write_scalars(done, {f"validation/{k}": v for k, v in scores.items()

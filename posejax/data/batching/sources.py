@@ -105,8 +105,8 @@ def make_source(data) -> Source:
   """The Source of a config's `data` section: registered real datasets (`source` =
   "datasets": `streams` and `options` as in `datasets.streams_source`), or the synthetic data
   from a prepared data dir, or rendered on the fly (kept in memory with `in_memory`: a finite
-  set of `sizes` samples, whose training streams `render_processes` processes render before
-  training starts, where it is set)."""
+  set of `sizes` samples, which `render_processes` processes render before training starts,
+  where it is set)."""
   if data.source == "datasets":
     from posejax.data.real import datasets  # pylint: disable=import-outside-toplevel
     return datasets.streams_source(dict(data.streams), os.path.expanduser(data.data_dir),
@@ -123,7 +123,7 @@ def make_source(data) -> Source:
     return source
   sizes = dict(data.sizes)
   rendered = None
-  if data.get("render_processes"):  # the training streams up front; the rest on first use
-    streams = [s for s in ("train_2d", "train_multiview") if sizes.get(s)]
+  if data.get("render_processes"):  # every stream up front (evaluation renders in one thread)
+    streams = [stream for stream, size in sizes.items() if size]
     rendered = render_in_processes(synthetic_config, sizes, streams, data.render_processes)
   return finite_source(source, sizes, rendered)

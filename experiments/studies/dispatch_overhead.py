@@ -1,0 +1,66 @@
+r"""The host's share of a train step: the jitted step called on the TrainState (a pytree of
+nnx.States) against the same step called on the state's leaves (`step_lib.on_leaves`, what
+the loop does), side by side in one process.
+
+    python -m experiments.studies.dispatch_overhead --case=2d:hrnet_w32:128:64:0:bfloat16
+
+For each form: step_ms (the call until its results are ready), dispatch_ms (until the call
+returns: the host's share) and queued_img_s, the rate of `--repeats` steps dispatched back to
+back as the loop dispatches them (the host runs ahead while the device computes, so this is
+max(host, device) per step). Cases as in `experiments.benchmark --train_configs`.
+"""
+
+import json
+import time
+
+import jax
+from absl import app, flags
+
+from experiments import benchmark
+from posejax.train import step as step_lib
+
+flags.DEFINE_string("case", "2d:hrnet_w8_small:64:32:0", "objective:model:image_size:labeled:"
+                    "multiview[:dtype], as in experiments.benchmark --train_configs")
+FLAGS = flags.FLAGS  # --repeats (steps timed per form) and --json: experiments.benchmark's
+
+
+def queued_rate(compiled, state, batch, steps: int, images: int) -> tuple[float, object]:
+  """Images/s of `steps` steps dispatched without waiting, as the training loop does."""
+  jax.block_until_ready(state)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready((state, metrics))
+  return steps * images / (time.perf_counter() - start), state
+
+
+def measure(form: str, config, repeats: int) -> dict:
+  train_step, state, batch, mesh = benchmark.build_train_case(config, jax.devices()[:1])
+  if form == "leaves":
+    state, state_def = jax.tree_util.tree_flatten(state)
+    train_step = step_lib.on_leaves(train_step, state_def)
+  step = step_lib.jit_train_step(train_step, mesh)
+  timing = benchmark.time_steps(step, state, batch, repeats)
+  images = config.batch.labeled + config.batch.multiview * config.batch.num_views
+  compiled = step.lower(timing["state"], batch).compile()  # from the cache: same computation
+  rate, _ = queued_rate(compiled, timing["state"], batch, repeats, images)
+  return dict(form=form, case=benchmark.case_name(config), device=jax.devices()[0].device_kind,
+              state_arrays=len(jax.tree_util.tree_leaves(state)),
+              compile_s=round(timing["compile_s"], 1), step_ms=round(timing["step_ms"], 2),
+              dispatch_ms=round(timing["dispatch_ms"], 2), queued_img_s=round(rate, 1))
+
+
+def main(argv):
+  del argv
+  config = benchmark.train_config(FLAGS.case)
+  rows = []
+  for form in ("TrainState", "leaves"):
+    rows.append(measure(form, config, FLAGS.repeats))
+    print(json.dumps(rows[-1]), flush=True)
+  if FLAGS.json:
+    with open(FLAGS.json, "w") as f:
+      json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
