@@ -518,7 +518,8 @@ def build_train_case(config, devices, cpu_fusions: str = "xla"):
 def time_steps(step, state, batch, repeats: int) -> dict:
   """Compile seconds of the jitted `step` and the medians over `repeats` steps of step_ms (the
   call until its results are ready) and dispatch_ms (until the call returns: the host's
-  share, which a loop cannot hide behind the device's; near step_ms, the host limits)."""
+  share, which a loop cannot hide behind the device's; near step_ms, the host limits); also
+  the state the steps left and the compiled step."""
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_seconds = time.perf_counter() - start
@@ -531,7 +532,7 @@ def time_steps(step, state, batch, repeats: int) -> dict:
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - start)
   return dict(compile_s=compile_seconds, step_ms=statistics.median(times) * 1e3,
-              dispatch_ms=statistics.median(dispatches) * 1e3, state=state)
+              dispatch_ms=statistics.median(dispatches) * 1e3, state=state, compiled=compiled)
 
 
 def train_case(config, devices, repeats: int, cpu_fusions: str = "xla") -> dict:
