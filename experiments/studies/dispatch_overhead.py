@@ -21,6 +21,7 @@ from posejax.train import step as step_lib
 
 flags.DEFINE_string("case", "2d:hrnet_w8_small:64:32:0", "objective:model:image_size:labeled:"
                     "multiview[:dtype], as in experiments.benchmark --train_configs")
+flags.DEFINE_list("forms", ["TrainState", "leaves"], "Which forms to time, in this order.")
 FLAGS = flags.FLAGS  # --repeats (steps timed per form) and --json: experiments.benchmark's
 
 
@@ -53,7 +54,7 @@ def main(argv):
   del argv
   config = benchmark.train_config(FLAGS.case)
   rows = []
-  for form in ("TrainState", "leaves"):
+  for form in FLAGS.forms:
     rows.append(measure(form, config, FLAGS.repeats))
     print(json.dumps(rows[-1]), flush=True)
   if FLAGS.json:
