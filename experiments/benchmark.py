@@ -489,7 +489,7 @@ def case_name(config) -> str:
           f"{config.model.dtype} {batch.labeled}{views}")
 
 
-def _images_per_step(config) -> int:
+def images_per_step(config) -> int:
   return config.batch.labeled + config.batch.multiview * config.batch.num_views
 
 
@@ -542,7 +542,7 @@ def train_case(config, devices, repeats: int, cpu_fusions: str = "xla") -> dict:
   leaves, state_def = jax.tree_util.tree_flatten(state)
   step = step_lib.jit_train_step(step_lib.on_leaves(train_step, state_def), mesh, cpu_fusions)
   timing = time_steps(step, leaves, batch, repeats)
-  images = _images_per_step(config)
+  images = images_per_step(config)
   row = dict(section="train", case=case_name(config), devices=len(devices),
              device=devices[0].device_kind, cpu_fusions=cpu_fusions,
              compile_s=timing["compile_s"], step_ms=timing["step_ms"],
@@ -567,7 +567,7 @@ def pipeline_rate(source, config, workers: int, num_batches: int) -> float:
     start = time.perf_counter()
     for _ in range(num_batches):
       next(iterator)
-    return num_batches * _images_per_step(config) / (time.perf_counter() - start)
+    return num_batches * images_per_step(config) / (time.perf_counter() - start)
   finally:
     iterator.close()
 

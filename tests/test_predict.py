@@ -24,6 +24,7 @@ from posejax.data.batching.sources import make_source
 from posejax.data.real import crop
 from posejax.data.render import synthetic
 from posejax.models import PoseNet
+from posejax.models import inference
 from posejax.models.inference import predict_metric
 from posejax.skeleton import H36M
 from posejax.tasks import get_task
@@ -216,6 +217,28 @@ def test_predict_metric_scales_the_model_predictions():
   np.testing.assert_allclose(out["scale_mm"], geometry.estimate_scale(out["pose_3d"]), rtol=1e-6)
   np.testing.assert_allclose(out["pose_3d_mm"], out["pose_3d"] * out["scale_mm"][:, None, None],
                              rtol=1e-6)
+
+
+def test_an_evaluation_walks_the_model_once_and_predicts_as_predict_metric(monkeypatch):
+  # nnx.split walks the whole graph (107 ms for HRNet-W32 on the 2-core VM): the pose25d
+  # task's evaluation splits once (inference.metric_predictor), not once per sample.
+  model = spread_model()
+  config = synthetic_config.get_config("2d")
+  config.data.update(image_size=SIZE, num_views=2, motion="procedural", occluder_probability=0.0)
+  source = make_source(config.data)
+  splits = []
+  split = nnx.split
+  monkeypatch.setattr(inference.nnx, "split", lambda *a: splits.append(1) or split(*a))
+  results = get_task(config).evaluate(model, source, stream="validation", samples=3)
+  assert len(splits) == 1 and results["views"] == 6
+  monkeypatch.setattr(inference.nnx, "split", split)
+  predict = inference.metric_predictor(model)
+  for index in range(3):
+    sample = source("validation", index)
+    once, each = predict(sample["image"], sample["camera"]), predict_metric(
+        model, sample["image"], sample["camera"])
+    for key in each:
+      np.testing.assert_array_equal(once[key], each[key], err_msg=key)
 
 
 @pytest.mark.parametrize("text, problem", [

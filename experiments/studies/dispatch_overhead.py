@@ -25,14 +25,14 @@ flags.DEFINE_list("forms", ["TrainState", "leaves"], "Which forms to time, in th
 FLAGS = flags.FLAGS  # --repeats (steps timed per form) and --json: experiments.benchmark's
 
 
-def queued_rate(compiled, state, batch, steps: int, images: int) -> tuple[float, object]:
+def queued_rate(compiled, state, batch, steps: int, images: int) -> float:
   """Images/s of `steps` steps dispatched without waiting, as the training loop does."""
   jax.block_until_ready(state)
   start = time.perf_counter()
   for _ in range(steps):
     state, metrics = compiled(state, batch)
   jax.block_until_ready((state, metrics))
-  return steps * images / (time.perf_counter() - start), state
+  return steps * images / (time.perf_counter() - start)
 
 
 def measure(form: str, config, repeats: int) -> dict:
@@ -42,8 +42,8 @@ def measure(form: str, config, repeats: int) -> dict:
     train_step = step_lib.on_leaves(train_step, state_def)
   step = step_lib.jit_train_step(train_step, mesh)
   timing = benchmark.time_steps(step, state, batch, repeats)
-  images = config.batch.labeled + config.batch.multiview * config.batch.num_views
-  rate, _ = queued_rate(timing["compiled"], timing["state"], batch, repeats, images)
+  rate = queued_rate(timing["compiled"], timing["state"], batch, repeats,
+                     benchmark.images_per_step(config))
   return dict(form=form, case=benchmark.case_name(config), device=jax.devices()[0].device_kind,
               state_arrays=len(jax.tree_util.tree_leaves(state)),
               compile_s=round(timing["compile_s"], 1), step_ms=round(timing["step_ms"], 2),

@@ -17,7 +17,7 @@ from posejax.data.batching.pipeline import IMAGE_KEYS, LABEL_2D_KEYS, BatchSpec
 from posejax.data.batching.sources import Source, with_pseudo_labels
 from posejax.evaluators import pose3d
 from posejax.models import create_model
-from posejax.models.inference import predict_metric
+from posejax.models.inference import metric_predictor, predict_metric
 from posejax.skeleton import H36M
 from posejax.tasks import register
 from posejax.tasks.base import Task
@@ -78,8 +78,7 @@ class Pose25D(Task):
   def evaluate(self, model: nnx.Module, source: Source, *, stream: str, samples: int) -> dict:
     """docs/method.md section 5: each view one single-image prediction, scaled to mm with the
     mean bone lengths."""
-    return pose3d.evaluate(lambda images, cameras: predict_metric(model, images, cameras),
-                           source, stream=stream, samples=samples)
+    return pose3d.evaluate(metric_predictor(model), source, stream=stream, samples=samples)
 
   def format_results(self, results: dict, title: str = "held-out test") -> str:
     return pose3d.format_results(results, title)
