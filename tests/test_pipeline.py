@@ -139,12 +139,17 @@ def test_augmented_synthetic_batches_stay_camera_exact_and_share_flips():
                                  atol=1e-3)
 
 
-def test_streams_rendered_in_processes_are_the_samples_rendered_here(monkeypatch):
+def test_training_streams_rendered_in_processes_are_the_samples_rendered_here(monkeypatch):
   data = config_dict.ConfigDict(dict(
       source="synthetic", image_size=32, num_views=2, seed=3, motion="procedural",
       occluder_probability=0.5, workers=0, data_dir="", in_memory=True, render_processes=2,
       sizes=dict(train_2d=3, train_multiview=2, validation=1, test=1)))
-  source = sources.make_source(data)  # two spawned processes render every stream
+  # Two spawned processes render the training streams; evaluation renders nothing up front.
+  monkeypatch.setattr(sources, "render_in_processes",
+                      lambda *args: pytest.fail("an evaluation's source rendered in processes"))
+  sources.make_source(data)
+  monkeypatch.undo()
+  source = sources.make_source(data, for_training=True)
   config = synthetic.config_from(data)
   expected = {(stream, index): synthetic.sample(config, stream, index % data.sizes[stream])
               for stream, index in [("train_2d", 0), ("train_2d", 2), ("train_2d", 4),
@@ -158,5 +163,5 @@ def test_streams_rendered_in_processes_are_the_samples_rendered_here(monkeypatch
     assert sample.keys() == here.keys()
     for key in here:
       np.testing.assert_array_equal(sample[key], here[key], err_msg=f"{stream} {key}")
-  assert not rendered_here  # every sample came from the processes
+  assert rendered_here == [("test", 0)]  # the training streams came from the processes
   assert source.sizes == dict(data.sizes)

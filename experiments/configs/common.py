@@ -47,9 +47,9 @@ def synthetic_data(image_size: int, sizes: dict[str, int]) -> config_dict.Config
       workers=2,  # rendering threads
       data_dir="",  # a prepared dataset (experiments.prepare_data) instead of rendering
       in_memory=True,  # without data_dir: render each of `sizes` samples once, keep them
-      # In memory: >0 renders every stream in that many processes before training (threads
-      # hold the GIL; for machines with cores to spare), 0 with `workers` threads as batches
-      # first need them (evaluation streams in one thread).
+      # In memory: >0 renders the training streams in that many processes before training
+      # (threads hold the GIL; for machines with cores to spare), 0 with `workers` threads
+      # as batches first need them.
       render_processes=0,
       sizes=dict(sizes),
   ))

@@ -6,7 +6,7 @@ Everything the synthetic main job (experiments/configs/synthetic.py) does, with 
 affords instead of two CPU cores: the paper's HRNet-W32 computing in bfloat16 (not the small
 HRNet in float32), 128 px crops (not 64), batches of 64 labeled images + 16 multi-view samples
 (twice the main job's), 3000 + 1000 steps (1.5 and 2 times) and twice the rendered samples,
-kept in memory, every stream rendered by 16 processes before training starts. The
+kept in memory, the training streams rendered by 16 processes before training starts. The
 soft-argmax temperature stays at the main job's 10. Not tuned: no choice here was made on the
 validation stream. On one NVIDIA H200 its stage 1 ran at 800-1100 images/s, still bound by the
 host's dispatch of the step, and paused about 20 s at each validation (docs/results.md 3.7 and

@@ -198,7 +198,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   best = checkpoints.manager(os.path.join(workdir, "best"), keep=1,
                              best_metric=task.best_metric)
   state = jax.device_put(_initial_state(config, manager, state, stages), replicated)
-  source = make_source(config.data)
+  source = make_source(config.data, for_training=True)
   task.check_source([s.objective for s in stages], source)
   writer = MetricWriter(os.path.join(workdir, "tensorboard"),
                         enabled=jax.process_index() == 0)

@@ -101,12 +101,13 @@ def with_pseudo_labels(source: Source, joints_2d: np.ndarray, joints_2d_mask: np
   return labelled
 
 
-def make_source(data) -> Source:
+def make_source(data, *, for_training: bool = False) -> Source:
   """The Source of a config's `data` section: registered real datasets (`source` =
   "datasets": `streams` and `options` as in `datasets.streams_source`), or the synthetic data
   from a prepared data dir, or rendered on the fly (kept in memory with `in_memory`: a finite
-  set of `sizes` samples, which `render_processes` processes render before training starts,
-  where it is set)."""
+  set of `sizes` samples, rendered on first use; `for_training` with `render_processes` set:
+  the training streams rendered by that many processes first. Evaluation reads a few held-out
+  samples, rendered as it reads them, and no training sample)."""
   if data.source == "datasets":
     from posejax.data.real import datasets  # pylint: disable=import-outside-toplevel
     return datasets.streams_source(dict(data.streams), os.path.expanduser(data.data_dir),
@@ -123,7 +124,7 @@ def make_source(data) -> Source:
     return source
   sizes = dict(data.sizes)
   rendered = None
-  if data.get("render_processes"):  # every stream up front (evaluation renders in one thread)
-    streams = [stream for stream, size in sizes.items() if size]
+  if for_training and data.get("render_processes"):
+    streams = [s for s in ("train_2d", "train_multiview") if sizes.get(s)]
     rendered = render_in_processes(synthetic_config, sizes, streams, data.render_processes)
   return finite_source(source, sizes, rendered)
