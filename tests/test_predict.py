@@ -231,7 +231,7 @@ def test_an_evaluation_walks_the_model_once_and_predicts_as_predict_metric(monke
   monkeypatch.setattr(inference.nnx, "split", lambda *a: splits.append(1) or split(*a))
   results = get_task(config).evaluate(model, source, stream="validation", samples=3)
   assert len(splits) == 1 and results["views"] == 6
-  monkeypatch.setattr(inference.nnx, "split", split)
+  monkeypatch.undo()
   predict = inference.metric_predictor(model)
   for index in range(3):
     sample = source("validation", index)
