@@ -173,6 +173,44 @@ def test_stage_one_then_weak_supervision_in_one_run_keeps_the_best_and_writes_te
   assert (tmp_path / "eval_best_validation.json").exists()
 
 
+def test_best_keeps_the_weights_and_saves_only_on_improvement_across_a_resume(
+    tmp_path, monkeypatch, capsys):
+  # Validation scores scripted per step: 1, 2, 4 and 6 improve; 3 and 5 (after the resume,
+  # worse than step 4's, which only best/ remembers) do not.
+  scripted = {1: 3.0, 2: 1.0, 3: 2.0, 4: 0.5, 5: 0.7, 6: 0.4}
+  make_task, steps = loop.get_task, iter(sorted(scripted))  # one order over both runs
+
+  def scripted_task(config):
+    task = make_task(config)
+    evaluate = task.evaluate
+
+    def scored(model, source, stream, samples):
+      if stream != "validation":
+        return evaluate(model, source, stream=stream, samples=samples)
+      return {task.best_metric: scripted[next(steps)]}
+
+    task.evaluate = scored
+    return task
+
+  monkeypatch.setattr(loop, "get_task", scripted_task)
+  saves = []
+  monkeypatch.setattr(ocp.CheckpointManager, "save", lambda self, step, *a, _save=(
+      ocp.CheckpointManager.save), **k: saves.append((os.path.basename(self.directory), step))
+      or _save(self, step, *a, **k))
+  loop.train_and_evaluate(tiny_config("2d", 6, validate_every=1, steps=4), str(tmp_path))
+  loop.train_and_evaluate(tiny_config("2d", 6, validate_every=1), str(tmp_path))
+  assert [step for name, step in saves if name == "best"] == [1, 2, 4, 6]
+  out = capsys.readouterr().out
+  assert "step 3: validation mpjpe 2\n" in out and "step 5: validation mpjpe 0.7\n" in out
+  assert f"step 4: validation mpjpe 0.5 (the best so far, kept in {tmp_path / 'best'})" in out
+  best = ocp.CheckpointManager(os.path.abspath(tmp_path / "best"))
+  assert best.all_steps() == [6]
+  assert set(best.restore(6)) == {"params", "rest"}  # no optimiser state
+  model, _ = checkpoints.restore_model(str(tmp_path), checkpoint="best")
+  weights = restored(tmp_path, 6)  # the TrainState of step 6 in checkpoints/
+  np.testing.assert_array_equal(_flat(nnx.state(model, nnx.Param)), _flat(weights["params"]))
+
+
 def test_evaluation_per_action_weights_views_like_the_whole(trained_2d):
   model, config = checkpoints.restore_model(str(trained_2d))
   plain = make_source(config.data)

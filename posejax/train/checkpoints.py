@@ -1,7 +1,7 @@
 """Orbax checkpoints of a TrainState, the run config beside them, and models of a workdir.
 
 A workdir holds config.json (the run's config), checkpoints/ (the latest few TrainStates),
-best/ (the one with the best validation metric), eval.json and tensorboard/.
+best/ (the weights of the step with the best validation metric), eval.json and tensorboard/.
 """
 
 from __future__ import annotations
@@ -46,6 +46,20 @@ def manager(directory: str, keep: int = 3,
       max_to_keep=keep, best_mode="min",
       best_fn=(lambda scores: scores[best_metric]) if best_metric else None)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def weights_of(state) -> dict:
+  """What a model needs (its params and the rest: BatchNorm statistics), without the optimiser
+  state or a frozen teacher: the form of best/, which `restore_weights` reads as it reads a
+  whole TrainState."""
+  return {"params": state.params, "rest": state.rest}
+
+
+def best_score(checkpoints: ocp.CheckpointManager, metric: str) -> float:
+  """The metric of the best checkpoint kept by `checkpoints` (+inf when it keeps none)."""
+  step = checkpoints.best_step()
+  metrics = None if step is None else checkpoints.metrics(step)
+  return float("inf") if not metrics else float(metrics[metric])
 
 
 def _restore(checkpoints: ocp.CheckpointManager, target, step: int | None, partial: bool):

@@ -172,8 +172,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   held-out test stream. Returns the evaluation results (also written to workdir/eval.json);
   {} when stopped by SIGTERM.
 
-  Every `train.validate_every` steps the validation stream is evaluated and the checkpoint with
-  the best validation metric (the task's `best_metric`) is kept in workdir/best. Metrics go to
+  Every `train.validate_every` steps the validation stream is evaluated, and the weights of
+  the step with the best validation metric (the task's `best_metric`) are kept in
+  workdir/best. Metrics go to
   the console and to TensorBoard event files (workdir/tensorboard).
   """
   workdir = os.path.expanduser(workdir)
@@ -195,8 +196,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = step_lib.make_mesh()
   replicated, by_example = step_lib.shardings(mesh)
   manager = checkpoints.manager(os.path.join(workdir, "checkpoints"))
+  # best/ holds the weights alone (what an evaluation reads: a third of the TrainState's
+  # arrays, and orbax's cost is per array), saved only when validation improves on it.
   best = checkpoints.manager(os.path.join(workdir, "best"), keep=1,
                              best_metric=task.best_metric)
+  best_score = checkpoints.best_score(best, task.best_metric)
   state = jax.device_put(_initial_state(config, manager, state, stages), replicated)
   source = make_source(config.data, for_training=True)
   task.check_source([s.objective for s in stages], source)
@@ -292,10 +296,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                samples=config.eval.validation_samples)
         writer.write_scalars(done, {f"validation/{k}": v for k, v in scores.items()
                                     if isinstance(v, float)})
-        best.save(done, args=ocp.args.StandardSave(state),
-                  metrics={task.best_metric: scores[task.best_metric]})
-        print(f"step {done}: validation {task.best_metric} {scores[task.best_metric]:.4g} "
-              f"(best kept in {best.directory})", flush=True)
+        score = scores[task.best_metric]
+        kept = ""
+        if score < best_score:
+          best.save(done, args=ocp.args.StandardSave(checkpoints.weights_of(state)),
+                    metrics={task.best_metric: score})
+          best_score, kept = score, f" (the best so far, kept in {best.directory})"
+        print(f"step {done}: validation {task.best_metric} {score:.4g}{kept}", flush=True)
         tick, input_wait = time.perf_counter(), 0.0  # the rate is the training rate
       if stopping:
         manager.wait_until_finished()
