@@ -130,6 +130,18 @@ def test_train_cases_parse_and_refuse_malformed_ones():
   assert benchmark._device_counts(["1", "all", "2"]) == sorted({1, 2, os.cpu_count()})
 
 
+def test_checkpoint_cost_study_saves_the_state_and_the_weights_alone():
+  from experiments.studies import checkpoint_cost  # pylint: disable=import-outside-toplevel
+  state = checkpoint_cost.train_state(benchmark.train_config("2d:hrnetv2_w4_micro:32:2:0"))
+  whole, weights = (checkpoint_cost.measure(form, state, repeats=2)
+                    for form in ("TrainState", "weights"))
+  count = lambda tree: len(jax.tree_util.tree_leaves(tree))  # noqa: E731
+  assert whole["arrays"] == count(state) > weights["arrays"] == count((state.params, state.rest))
+  assert whole["megabytes"] > weights["megabytes"] > 0
+  for row in (whole, weights):
+    assert 0 < row["blocking_ms"] <= row["total_ms"]
+
+
 def test_dispatch_overhead_study_times_both_forms_of_the_same_step():
   from experiments.studies import dispatch_overhead  # pylint: disable=import-outside-toplevel
   config = benchmark.train_config("2d:hrnetv2_w4_micro:32:2:0")

@@ -19,7 +19,7 @@ from absl import app, flags
 from experiments import benchmark
 from posejax.train import step as step_lib
 
-flags.DEFINE_string("case", "2d:hrnet_w8_small:64:32:0", "objective:model:image_size:labeled:"
+flags.DEFINE_string("case", "2d:hrnetv2_w8_small:64:32:0", "objective:model:image_size:labeled:"
                     "multiview[:dtype], as in experiments.benchmark --train_configs")
 flags.DEFINE_list("forms", ["TrainState", "leaves"], "Which forms to time, in this order.")
 FLAGS = flags.FLAGS  # --repeats (steps timed per form) and --json: experiments.benchmark's
