@@ -132,14 +132,25 @@ def test_train_cases_parse_and_refuse_malformed_ones():
 
 def test_checkpoint_cost_study_saves_the_state_and_the_weights_alone():
   from experiments.studies import checkpoint_cost  # pylint: disable=import-outside-toplevel
-  state = checkpoint_cost.train_state(benchmark.train_config("2d:hrnetv2_w4_micro:32:2:0"))
-  whole, weights = (checkpoint_cost.measure(form, state, repeats=2)
+  config = benchmark.train_config("2d:hrnetv2_w4_micro:32:2:0")
+  state = checkpoint_cost.train_state(config)
+  whole, weights = (checkpoint_cost.measure(form, config, repeats=2)
                     for form in ("TrainState", "weights"))
   count = lambda tree: len(jax.tree_util.tree_leaves(tree))  # noqa: E731
   assert whole["arrays"] == count(state) > weights["arrays"] == count((state.params, state.rest))
   assert whole["megabytes"] > weights["megabytes"] > 0
   for row in (whole, weights):
     assert 0 < row["blocking_ms"] <= row["total_ms"]
+
+
+def test_a_form_the_study_lacks_is_a_usage_error_that_names_it():
+  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+  from experiments.studies import train_case  # pylint: disable=import-outside-toplevel
+  with flagsaver.flagsaver():
+    flags.FLAGS(["study", "--forms=leaves,packed"])
+    with pytest.raises(app.UsageError, match=r"\['packed'\] not among .*'TrainState', 'leaves'"):
+      train_case.run_forms(("TrainState", "leaves"), measure=None)
 
 
 def test_dispatch_overhead_study_times_both_forms_of_the_same_step():

@@ -10,26 +10,21 @@ background thread has written it; that thread competes with the loop's for the h
 as in `experiments.benchmark --train_configs` (only the model and the optimiser matter).
 """
 
-import json
 import statistics
 import tempfile
 import time
 
 import jax
 import orbax.checkpoint as ocp
-from absl import app, flags
+from absl import app
 from flax import nnx
 
 from experiments import benchmark
+from experiments.studies import train_case
 from posejax.tasks import get_task
 from posejax.train import checkpoints, loop
 from posejax.train import optimizer as optim
 from posejax.train import step as step_lib
-
-flags.DEFINE_string("case", "2d:hrnetv2_w8_small:64:32:0", "objective:model:image_size:labeled:"
-                    "multiview[:dtype], as in experiments.benchmark --train_configs")
-flags.DEFINE_list("forms", ["TrainState", "weights"], "Which forms to save, in this order.")
-FLAGS = flags.FLAGS  # --repeats (saves per form) and --json: experiments.benchmark's
 
 FORMS = {"TrainState": lambda state: state, "weights": checkpoints.weights_of}
 
@@ -43,8 +38,8 @@ def train_state(config):
   return state
 
 
-def measure(form: str, state, repeats: int) -> dict:
-  tree = FORMS[form](state)
+def measure(form: str, config, repeats: int) -> dict:
+  tree = FORMS[form](train_state(config))
   leaves = jax.tree_util.tree_leaves(tree)
   blocking, total = [], []
   with tempfile.TemporaryDirectory() as directory:
@@ -57,25 +52,16 @@ def measure(form: str, state, repeats: int) -> dict:
       blocking.append(returned - start)
       total.append(time.perf_counter() - start)
     manager.close()
-  return dict(form=form, device=jax.devices()[0].device_kind, arrays=len(leaves),
-              megabytes=round(sum(leaf.nbytes for leaf in leaves) / 2**20, 1),
+  return dict(form=form, case=benchmark.case_name(config), device=jax.devices()[0].device_kind,
+              arrays=len(leaves),
+              megabytes=round(sum(leaf.nbytes for leaf in leaves) / 2**20, 3),
               blocking_ms=round(1e3 * statistics.median(blocking), 1),
               total_ms=round(1e3 * statistics.median(total), 1))
 
 
 def main(argv):
   del argv
-  config = benchmark.train_config(FLAGS.case)
-  state = train_state(config)
-  rows = []
-  for form in FLAGS.forms:
-    if form not in FORMS:
-      raise ValueError(f"--forms: {form!r} is not one of {sorted(FORMS)}")
-    rows.append(dict(measure(form, state, FLAGS.repeats), case=benchmark.case_name(config)))
-    print(json.dumps(rows[-1]), flush=True)
-  if FLAGS.json:
-    with open(FLAGS.json, "w") as f:
-      json.dump(rows, f, indent=1)
+  train_case.run_forms(list(FORMS), measure)  # --repeats: saves per form
 
 
 if __name__ == "__main__":

@@ -10,19 +10,16 @@ back as the loop dispatches them (the host runs ahead while the device computes,
 max(host, device) per step). Cases as in `experiments.benchmark --train_configs`.
 """
 
-import json
 import time
 
 import jax
-from absl import app, flags
+from absl import app
 
 from experiments import benchmark
+from experiments.studies import train_case
 from posejax.train import step as step_lib
 
-flags.DEFINE_string("case", "2d:hrnetv2_w8_small:64:32:0", "objective:model:image_size:labeled:"
-                    "multiview[:dtype], as in experiments.benchmark --train_configs")
-flags.DEFINE_list("forms", ["TrainState", "leaves"], "Which forms to time, in this order.")
-FLAGS = flags.FLAGS  # --repeats (steps timed per form) and --json: experiments.benchmark's
+FORMS = ("TrainState", "leaves")
 
 
 def queued_rate(compiled, state, batch, steps: int, images: int) -> float:
@@ -52,14 +49,7 @@ def measure(form: str, config, repeats: int) -> dict:
 
 def main(argv):
   del argv
-  config = benchmark.train_config(FLAGS.case)
-  rows = []
-  for form in FLAGS.forms:
-    rows.append(measure(form, config, FLAGS.repeats))
-    print(json.dumps(rows[-1]), flush=True)
-  if FLAGS.json:
-    with open(FLAGS.json, "w") as f:
-      json.dump(rows, f, indent=1)
+  train_case.run_forms(FORMS, measure)  # --repeats: steps timed per form
 
 
 if __name__ == "__main__":
