@@ -134,12 +134,16 @@ def test_checkpoint_cost_study_saves_the_state_and_the_weights_alone():
   from experiments.studies import checkpoint_cost  # pylint: disable=import-outside-toplevel
   config = benchmark.train_config("2d:hrnetv2_w4_micro:32:2:0")
   state = checkpoint_cost.train_state(config)
-  whole, weights = (checkpoint_cost.measure(form, config, repeats=2)
-                    for form in ("TrainState", "weights"))
+  whole, weights, host, one = (checkpoint_cost.measure(form, config, repeats=2) for form in
+                               ("TrainState", "weights", "host_copies", "one_buffer"))
   count = lambda tree: len(jax.tree_util.tree_leaves(tree))  # noqa: E731
   assert whole["arrays"] == count(state) > weights["arrays"] == count((state.params, state.rest))
-  assert whole["megabytes"] > weights["megabytes"] > 0
-  for row in (whole, weights):
+  assert host["arrays"] == whole["arrays"] and one["arrays"] == 1
+  assert whole["megabytes"] == host["megabytes"] > weights["megabytes"] > 0
+  assert one["megabytes"] == pytest.approx(4 * sum(np.size(x) for x in
+                                                   jax.tree_util.tree_leaves(state)) / 2**20,
+                                           abs=1e-3)
+  for row in (whole, weights, host, one):
     assert 0 < row["blocking_ms"] <= row["total_ms"]
 
 

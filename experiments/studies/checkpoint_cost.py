@@ -1,6 +1,7 @@
 r"""What an orbax save of the loop's checkpoints costs: the whole TrainState (checkpoints/, to
 resume) against the weights alone (best/: params and BatchNorm statistics), side by side in
-one process.
+one process; and two what-ifs that tell its cost per array from its cost per byte
+(`host_copies`: the TrainState copied to numpy first; `one_buffer`: its bytes in one array).
 
     python -m experiments.studies.checkpoint_cost --case=2d:hrnet_w32:128:64:0
 
@@ -15,6 +16,7 @@ import tempfile
 import time
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import app
 from flax import nnx
@@ -26,7 +28,19 @@ from posejax.train import checkpoints, loop
 from posejax.train import optimizer as optim
 from posejax.train import step as step_lib
 
-FORMS = {"TrainState": lambda state: state, "weights": checkpoints.weights_of}
+
+
+def _one_buffer(state) -> list[jax.Array]:
+  """The state's values as one float32 vector (a what-if: it loses the tree's names)."""
+  return [jnp.concatenate([jnp.ravel(leaf).astype(jnp.float32)
+                           for leaf in jax.tree_util.tree_leaves(state)])]
+
+
+# What the loop saves (TrainState to checkpoints/, weights to best/), and two what-ifs that
+# tell orbax's cost per array from its cost per byte: the TrainState copied to the host first
+# (numpy leaves), and its bytes in one array. Each form's conversion is timed with its save.
+FORMS = {"TrainState": lambda state: state, "weights": checkpoints.weights_of,
+         "host_copies": jax.device_get, "one_buffer": _one_buffer}
 
 
 def train_state(config):
@@ -39,14 +53,14 @@ def train_state(config):
 
 
 def measure(form: str, config, repeats: int) -> dict:
-  tree = FORMS[form](train_state(config))
-  leaves = jax.tree_util.tree_leaves(tree)
+  state = train_state(config)
+  leaves = jax.tree_util.tree_leaves(FORMS[form](state))
   blocking, total = [], []
   with tempfile.TemporaryDirectory() as directory:
     manager = checkpoints.manager(directory, keep=1)
     for step in range(1, repeats + 1):
       start = time.perf_counter()
-      manager.save(step, args=ocp.args.StandardSave(tree))
+      manager.save(step, args=ocp.args.StandardSave(FORMS[form](state)))
       returned = time.perf_counter()
       manager.wait_until_finished()
       blocking.append(returned - start)
