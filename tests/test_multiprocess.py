@@ -25,10 +25,15 @@ def test_two_processes_train_like_one(tmp_path):
   logs = {name: tmp_path / f"{name}.log" for name in ("single", "process 0", "process 1")}
   runs = {"single": launch(workdirs["1 process x 4 devices"], logs["single"], 4)}
   for i in range(2):  # both processes write one checkpoint together into the shared workdir
+    # Validating after each step: best/ is saved collectively, on process 0's decision.
     runs[f"process {i}"] = launch(workdirs["2 processes x 2 devices"], logs[f"process {i}"],
-                                  2, (port, 2, i))
+                                  2, (port, 2, i), overrides=["--config.train.validate_every=1"])
   wait_all(runs, logs)
   assert "held-out test" in logs["process 0"].read_text()
+  validations = [re.findall(r"step \d+: validation mpjpe .*", logs[f"process {i}"].read_text())
+                 for i in range(2)]
+  assert len(validations[0]) == 2 and validations[0] == validations[1]
+  assert os.listdir(workdirs["2 processes x 2 devices"] / "best")
 
   # The same 4 devices compute the same shards either way; only the cross-device sums run
   # elsewhere (gloo between processes vs in-process), so the results differ by float noise,

@@ -33,6 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
 from posejax.data.batching import pipeline
@@ -174,8 +175,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   Every `train.validate_every` steps the validation stream is evaluated, and the weights of
   the step with the best validation metric (the task's `best_metric`) are kept in
-  workdir/best. Metrics go to
-  the console and to TensorBoard event files (workdir/tensorboard).
+  workdir/best. Metrics go to the console and to TensorBoard event files
+  (workdir/tensorboard).
   """
   workdir = os.path.expanduser(workdir)
   task = get_task(config)
@@ -297,6 +298,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         writer.write_scalars(done, {f"validation/{k}": v for k, v in scores.items()
                                     if isinstance(v, float)})
         score = scores[task.best_metric]
+        if multi_process:  # saving is collective: every process takes process 0's decision
+          score = float(multihost_utils.broadcast_one_to_all(np.float32(score)))
         kept = ""
         if score < best_score:
           best.save(done, args=ocp.args.StandardSave(checkpoints.weights_of(state)),
