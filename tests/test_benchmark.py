@@ -133,6 +133,7 @@ def test_train_cases_parse_and_refuse_malformed_ones():
 def test_checkpoint_cost_study_saves_the_state_and_the_weights_alone():
   from experiments.studies import checkpoint_cost  # pylint: disable=import-outside-toplevel
   config = benchmark.train_config("2d:hrnetv2_w4_micro:32:2:0")
+  config.data.update(motion="procedural", occluder_probability=0.0)
   state = checkpoint_cost.train_state(config)
   whole, weights, host, one = (checkpoint_cost.measure(form, config, repeats=2) for form in
                                ("TrainState", "weights", "host_copies", "one_buffer"))

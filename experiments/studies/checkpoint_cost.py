@@ -19,15 +19,10 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import app
-from flax import nnx
 
 from experiments import benchmark
 from experiments.studies import train_case
-from posejax.tasks import get_task
-from posejax.train import checkpoints, loop
-from posejax.train import optimizer as optim
-from posejax.train import step as step_lib
-
+from posejax.train import checkpoints
 
 
 def _one_buffer(state) -> list[jax.Array]:
@@ -44,12 +39,8 @@ FORMS = {"TrainState": lambda state: state, "weights": checkpoints.weights_of,
 
 
 def train_state(config):
-  """The TrainState the loop starts the config's (first) stage with."""
-  task = get_task(config)
-  tx, _ = optim.make_optimizer(loop.stages_of(config)[0].optim)
-  _, state = step_lib.create_train_state(task.create_model(nnx.Rngs(config.seed)), tx,
-                                         task.create_frozen())
-  return state
+  """The TrainState the loop starts the config's (first) stage with, on one device."""
+  return benchmark.build_train_case(config, jax.devices()[:1])[1]
 
 
 def measure(form: str, config, repeats: int) -> dict:
