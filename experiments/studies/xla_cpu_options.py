@@ -51,6 +51,9 @@ OPTION_SETS = {
                                   "CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED"},
     "ynn_memory_scheduler": {**step_lib.CPU_FUSIONS["ynn"], "xla_cpu_scheduler_type":
                              "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"},
+    # 512-bit vectors for XLA's own fusions (XLA prefers 256 by default), on CPUs with AVX-512.
+    "xla_vector_512": {**step_lib.CPU_FUSIONS["xla"], "xla_cpu_prefer_vector_width": 512},
+    "ynn_vector_512": {**step_lib.CPU_FUSIONS["ynn"], "xla_cpu_prefer_vector_width": 512},
 }
 
 
