@@ -188,7 +188,7 @@ def set_loss(logits, coords, query_for_joint, target, mask, *, eos_coef: float =
     tolerance: L1 distance below which a matched joint costs nothing.
 
   Returns:
-    {"class": scalar float32, "coord": scalar float32}.
+    {"cls": scalar float32, "coord": scalar float32}.
   """
   logits = _as_f32(logits)
   coords = _as_f32(coords)
@@ -223,4 +223,4 @@ def set_loss(logits, coords, query_for_joint, target, mask, *, eos_coef: float =
   hinge = jnp.maximum(distance - tolerance, 0.0)
   maskf = mask.astype(jnp.float32)
   coord_loss = jnp.sum(maskf * hinge) / jnp.maximum(jnp.sum(maskf), 1.0)
-  return {"class": class_loss, "coord": coord_loss}
+  return {"cls": class_loss, "coord": coord_loss}

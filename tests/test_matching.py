@@ -123,7 +123,7 @@ def test_set_loss_is_zero_for_a_perfect_prediction():
   logits, coords, q, target = perfect_case()
   mask = np.ones((1, 3), bool)
   loss = matching.set_loss(logits, coords, q, target, mask)
-  assert float(loss["class"]) == pytest.approx(0.0, abs=1e-7)
+  assert float(loss["cls"]) == pytest.approx(0.0, abs=1e-7)
   assert float(loss["coord"]) == 0.0
   # And the optimal assignment of that prediction is the one it was built for.
   np.testing.assert_array_equal(
@@ -146,7 +146,7 @@ def test_set_loss_eos_weighting_and_hinge_match_hand_computation():
   # Query 2: class 0, weight 1; query 0: matched to a missing joint, weight 0; query 1:
   # background (class 2), weight 0.1.
   expected_class = -(log_softmax(logits[0, 2])[0] + 0.1 * log_softmax(logits[0, 1])[2]) / 1.1
-  assert float(loss["class"]) == pytest.approx(expected_class, rel=1e-5)
+  assert float(loss["cls"]) == pytest.approx(expected_class, rel=1e-5)
   # |1 - 1.5| + |1 - 1| + |1 - 0.7| = 0.8 -> hinge 0.3; joint 1 is masked; one labeled joint.
   assert float(loss["coord"]) == pytest.approx(0.3, rel=1e-5)
   loose = matching.set_loss(logits, coords, q, target, mask, tolerance=1.0)
@@ -161,7 +161,7 @@ def test_set_loss_coord_is_normalised_over_the_batch():
   loss = matching.set_loss(logits, coords, q, target, np.array([[True], [True]]))
   assert float(loss["coord"]) == pytest.approx(1.5)
   none = matching.set_loss(logits, coords, q, target, np.array([[False], [False]]))
-  assert float(none["coord"]) == 0.0 and np.isfinite(float(none["class"]))
+  assert float(none["coord"]) == 0.0 and np.isfinite(float(none["cls"]))
 
 
 def test_coordinate_gradients_reach_matched_queries_only():
@@ -176,7 +176,7 @@ def test_coordinate_gradients_reach_matched_queries_only():
   def loss_fn(logits, coords):
     q = matching.assign(matching.matching_cost(logits, coords, target, mask))
     loss = matching.set_loss(logits, coords, q, target, mask)
-    return loss["class"] + 5 * loss["coord"], q
+    return loss["cls"] + 5 * loss["coord"], q
 
   (grad_logits, grad_coords), q = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(logits,
                                                                                    coords)

@@ -66,7 +66,7 @@ def train_step(model, batch):
                               tolerance=0.1)
     x = jnp.asarray(images, jnp.float32) / 255.0
     backbone = jax.lax.stop_gradient((model.backbone.branches(x), model.backbone(x)))
-    return terms["class"] + 5.0 * terms["coord"], (out, backbone)
+    return terms["cls"] + 5.0 * terms["coord"], (out, backbone)
 
   (loss, aux), grads = nnx.jit(nnx.value_and_grad(loss_fn, has_aux=True))(model)
   return loss, aux, grads

@@ -170,7 +170,7 @@ def test_eight_devices_train_like_one(trained):
   assert jax.device_count() == 8
   (single, single_metrics), (eight, eight_metrics) = (
       _one_step_on(devices) for devices in (jax.devices()[:1], jax.devices()))
-  for term in ("loss", "class", "coord"):
+  for term in ("loss", "cls", "coord"):
     assert eight_metrics[term] == pytest.approx(single_metrics[term], rel=1e-5)
   assert np.linalg.norm(eight - single) / np.linalg.norm(single) < 1e-3
 
@@ -207,7 +207,7 @@ def test_the_force_aligned_variant_trains_coordinates_only():
   task, state, step, batch = _step_setup("fixed")
   assert task.matching == "fixed"
   metrics = jax.eval_shape(step, state, batch)[1]  # abstractly: nothing compiles
-  assert "coord" in metrics and "class" not in metrics
+  assert "coord" in metrics and "cls" not in metrics
   assert state.params["decoder"]["query_pos"][...].shape == (J, 16)
 
 
@@ -239,14 +239,14 @@ def test_hungarian_terms_match_every_trained_layer_on_its_own(aux_loss):
   mask = np.ones((2, J), bool)  # a missing joint's column ties: solvers may break it apart
   settings = objective.Settings(tolerances=(0.4, 0.2, 0.0), layer_gamma=0.5, aux_loss=aux_loss)
   terms = objective.matched_terms(logits, coords, target, mask, settings, "hungarian")
-  expected = {"class": 0.0, "coord": 0.0}
+  expected = {"cls": 0.0, "coord": 0.0}
   for layer, weight in enumerate((0.25, 0.5, 1.0) if aux_loss else (0.0, 0.0, 1.0)):
     cost = matching.matching_cost(logits[layer], coords[layer], target, mask)
     query_for_joint = matching.assign(cost, solver="scipy")  # the test oracle, per layer
     layer_terms = matching.set_loss(logits[layer], coords[layer], query_for_joint, target, mask,
                                     tolerance=settings.tolerances[layer])
     expected = {k: expected[k] + weight * float(layer_terms[k]) for k in expected}
-  for name in ("class", "coord"):
+  for name in ("cls", "coord"):
     np.testing.assert_allclose(terms[name], expected[name], rtol=1e-5)
 
 
@@ -263,7 +263,7 @@ def test_the_matched_loss_is_zero_for_perfect_candidates_among_distractors():
   logits[0, np.arange(2)[:, None], queries, J] = -30.0
   terms = objective.matched_terms(logits, coords, target, np.ones((2, J), bool),
                                   objective.Settings(), "hungarian")
-  assert float(terms["coord"]) == 0.0 and float(terms["class"]) < 1e-6
+  assert float(terms["coord"]) == 0.0 and float(terms["cls"]) < 1e-6
 
 
 def _pose_with_mean_bones(rng):
@@ -330,6 +330,20 @@ def test_evaluation_of_hand_made_predictions():
 
 # ---------------------------------------------------------------------------------- configs
 
+# ml_collections (1.1) loads a config file with importlib's deprecated load_module().
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+def test_a_command_line_sets_both_loss_weights(monkeypatch):
+  # The class term was once named "class", which ml_collections' override parser refuses.
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  argv = ["prog", f"--config={pose_transformer_synthetic.__file__}",
+          "--config.loss_weights.cls=2.5", "--config.loss_weights.coord=3"]
+  monkeypatch.setattr("sys.argv", argv)  # where config_flags reads the overrides from
+  values = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file("config", None, "", flag_values=values)
+  values(argv)
+  assert dict(holder.value.loss_weights) == {"cls": 2.5, "coord": 3.0}
+
+
 
 @pytest.mark.parametrize("module", [pose_transformer_synthetic, pose_transformer_h36m])
 @pytest.mark.parametrize("matching", ["hungarian", "fixed"])
@@ -340,7 +354,7 @@ def test_configs_load(module, matching):
   assert only.objective == "matched" and task.matching == matching
   spec = task.batch_spec("matched")
   assert spec.multiview == 0 and spec.max_rotation_deg == 0 and "joints_3d" in spec.labeled_keys
-  assert {"class", "coord"} <= set(config.loss_weights)
+  assert {"cls", "coord"} <= set(config.loss_weights)
   assert config.optim.name == "adamw" and config.optim.multipliers.backbone == 0.1
   assert len(config.objective.tolerances) == config.model.decoder_layers
   task.loss_terms("matched")

@@ -56,7 +56,7 @@ def recipe(arg: str | None = None) -> config_dict.ConfigDict:
   config.objective = config_dict.ConfigDict(dict(
       solver="optax", cost_class=1.0, cost_coord=5.0, eos_coef=0.1,
       tolerances=(0.2, 0.15, 0.1, 0.05, 0.02, 0.0), layer_gamma=1.0, aux_loss=True))
-  config.loss_weights = config_dict.ConfigDict(dict({"class": 1.0, "coord": 5.0}))
+  config.loss_weights = config_dict.ConfigDict(dict(cls=1.0, coord=5.0))
   # Scale augmentation only: a rotated crop shows a turned person whose camera-frame 3D label
   # did not turn (the task refuses a rotation).
   config.batch = config_dict.ConfigDict(dict(labeled=32, augment=True, scale_range=0.2,

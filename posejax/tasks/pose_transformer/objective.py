@@ -8,9 +8,10 @@ train (the class of query j is j by construction). The loss of layer l is `match
 with that layer's tolerance tau_l (coarse to fine: the earlier layers are forgiven small
 errors), and the layers are summed with weights gamma^(L - l), so the last one has weight 1:
 
-    class = sum_l gamma^(L - l) CE_l,   coord = sum_l gamma^(L - l) L1_l(tau_l)
+    cls = sum_l gamma^(L - l) CE_l,   coord = sum_l gamma^(L - l) L1_l(tau_l)
 
-The config weighs the two terms by name (`loss_weights.class`, `loss_weights.coord`). Targets are
+The config weighs the two terms by name (`loss_weights.cls`, `loss_weights.coord`; not `class`,
+a Python keyword, which a command line could not set). Targets are
 the labels' root-relative, scale-normalised 3D poses (thorax-pelvis = 1, `target_pose`), the
 model's own units.
 """
@@ -131,7 +132,7 @@ def matched_terms(logits, coords, target, mask, settings: Settings,
     model_matching: the model's "hungarian" or "fixed".
 
   Returns:
-    {"class", "coord"} for "hungarian"; {"coord"} for "fixed" (no class to learn).
+    {"cls", "coord"} for "hungarian"; {"coord"} for "fixed" (no class to learn).
   """
   if model_matching not in MATCHINGS:
     raise ValueError(f"model.matching must be one of {MATCHINGS}, got {model_matching!r}")
@@ -142,13 +143,13 @@ def matched_terms(logits, coords, target, mask, settings: Settings,
   # Every trained layer is matched anew, all layers in one solver call.
   query_for_joint = assignment(logits[trained], coords[trained], target, mask, settings,
                                model_matching)
-  totals = {"class": 0.0, "coord": 0.0}
+  totals = {"cls": 0.0, "coord": 0.0}
   for layer, layer_query_for_joint in zip(trained, query_for_joint):
     terms = matching.set_loss(logits[layer], coords[layer], layer_query_for_joint, target, mask,
                               eos_coef=settings.eos_coef, tolerance=tolerances[layer])
     totals = {name: totals[name] + weights[layer] * terms[name] for name in totals}
   if model_matching == "fixed":
-    del totals["class"]
+    del totals["cls"]
   return totals
 
 
