@@ -23,7 +23,10 @@ Sections (run in this order, each prints rows of one table):
             torch.autocast for PyTorch), batch --torch_batch. posejax jitted
             (compile and a warm-up step excluded), PyTorch eager on os.cpu_count() threads (one
             warm-up step excluded); images/s of each and posejax / PyTorch. Both networks have
-            the same layers (their parameter counts are in the table). Needs PyTorch
+            the same layers (their parameter counts are in the table). Both sides' fraction
+            of peak: on a GPU of the data sheet's peak; on a CPU, which has no such figure
+            here, of the faster of JAX's and PyTorch's dense 2048 x 2048 product in that dtype
+            on the same threads, measured in the same run (peak_from says which). Needs PyTorch
             (pip install "posejax[torch]") and --pose_hrnet=.../lib/models/pose_hrnet.py from
             the authors' repository; without either it is skipped and says which is missing.
 
@@ -366,6 +369,33 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
   return None
 
 
+def cpu_matmul_peak(torch, dtype: str, size: int = 2048, repeats: int = 5) -> tuple[float, str]:
+  """(FLOP/s, which library) of the faster of JAX's and PyTorch's dense `size` x `size`
+  product in `dtype` on this CPU, each the best of `repeats` after a warm-up.
+
+  A CPU's data-sheet peak depends on its clock under load and on how many vector units it
+  has, neither known here; a large matrix product is the most a convolution can hope for, so
+  it is the yardstick for a fraction of peak on a CPU (torch's threads as the caller set them,
+  XLA's thread pool on every core)."""
+  rng = np.random.default_rng(0)
+  data = rng.normal(size=(size, size)).astype(np.float32)
+  x = jnp.asarray(data, jnp.dtype(dtype))
+  product = jax.jit(lambda a, b: a @ b)
+  t = torch.from_numpy(data).to(getattr(torch, dtype))
+  runs = {"jax": lambda: product(x, x).block_until_ready(), "torch": lambda: torch.mm(t, t)}
+  seconds = {}
+  for name, run in runs.items():
+    run()
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      run()
+      times.append(time.perf_counter() - start)
+    seconds[name] = min(times)
+  fastest = min(seconds, key=seconds.get)
+  return 2 * size**3 / seconds[fastest], fastest
+
+
 def matmul_flops(function: Callable, *args) -> float:
   """FLOPs of the convolutions and matrix products that `function(*args)` traces (2 per MAC).
 
@@ -652,7 +682,7 @@ class MapNet(nnx.Module):
 
 def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: int,
                       dtype: str = "float32", cpu_fusions: str = "xla", *,
-                      compiler_options: dict | None = None):
+                      compiler_options: dict | None = None, count_flops: bool | None = None):
   """The jitted train step (forward, MSE on the maps, backward, Adam) on random inputs, the
   network computing in `dtype` (float32 parameters, Adam and loss), compiled with
   `step_lib.CPU_FUSIONS[cpu_fusions]` on a CPU, or with `compiler_options` when given (XLA
@@ -660,7 +690,7 @@ def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
 
   Returns (step, compile seconds, parameter count); each `step()` runs one step on the state
   the previous one left (donated) and returns the loss; `step.flops` is the step's counted
-  FLOPs where the device's peak is known (else None)."""
+  FLOPs when `count_flops`, by default where the device's peak is known (else None)."""
   model = MapNet(config, TORCH_OUTPUTS, dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0))
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -683,9 +713,10 @@ def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
     return (optax.apply_updates(params, updates), rest, opt_state), value
 
   state = (params, rest, tx.init(params))
-  # Counted where a peak is known (a GPU), for the fraction of peak: a trace of the whole step.
-  flops = (matmul_flops(train_step, state, (images, targets))
-           if peak_flops(jax.devices()[0].device_kind, dtype) else None)
+  # For a fraction of peak, by default where a peak is known (a GPU): a trace of the whole step.
+  if count_flops is None:
+    count_flops = peak_flops(jax.devices()[0].device_kind, dtype) is not None
+  flops = matmul_flops(train_step, state, (images, targets)) if count_flops else None
   leaves, state_def = jax.tree_util.tree_flatten(state)  # called on leaves, as the loop does
   start = time.perf_counter()
   options = (compiler_options if compiler_options is not None
@@ -699,15 +730,16 @@ def compiled_map_step(config: models.HRNetConfig, image_size: int, batch_size: i
     leaves[:] = new_leaves
     return value
 
-  step.flops = flops  # of one step, the whole batch; None off a GPU
+  step.flops = flops  # of one step, the whole batch; None when not counted
   return step, compile_seconds, models.count_parameters(model)
 
 
 def _posejax_map_step(config: models.HRNetConfig, image_size: int, batch_size: int,
                       repeats: int, dtype: str = "float32", cpu_fusions: str = "xla") -> dict:
-  """Seconds per jitted train step (forward, MSE, backward, Adam) and compile time."""
+  """Seconds per jitted train step (forward, MSE, backward, Adam), compile time and the
+  step's counted FLOPs."""
   step, compile_seconds, params = compiled_map_step(config, image_size, batch_size, dtype,
-                                                    cpu_fusions)
+                                                    cpu_fusions, count_flops=True)
   step()  # warm-up
   times = []
   for _ in range(repeats):
@@ -810,7 +842,16 @@ def torch_section(model_names, sizes, batch_size: int, repeats: int,
   # (CUDNN.BENCHMARK), as JAX autotunes XLA's. Both run float32 convolutions as TF32 by
   # default (torch.backends.cudnn.allow_tf32; XLA's default precision).
   torch.backends.cudnn.benchmark = device == "cuda"
-  peak_dtypes = {dtype: peak_flops(jax.devices()[0].device_kind, dtype) for dtype in dtypes}
+  peaks = {}
+  for dtype in dtypes:  # (FLOP/s, where the figure comes from)
+    sheet = peak_flops(jax.devices()[0].device_kind, dtype)
+    if sheet:
+      peaks[dtype] = (sheet, "data sheet")
+    elif jax.default_backend() == "cpu":
+      flops, library = cpu_matmul_peak(torch, dtype)
+      peaks[dtype] = (flops, f"{library} 2048x2048 matmul, measured")
+    else:
+      peaks[dtype] = (None, "unknown")
   rows = []
   for name, config in configs.items():
     for size, dtype in itertools.product(sizes, dtypes):
@@ -830,10 +871,12 @@ def torch_section(model_names, sizes, batch_size: int, repeats: int,
             torch_img_s=torch_rate, posejax_over_torch=posejax_rate / torch_rate,
             torch_device=device, torch_threads=torch.get_num_threads(), load_avg_1m=load,
             torch=torch.__version__)
-        if timing["flops"] and peak_dtypes[dtype]:  # the same layers: the same FLOPs
-          row.update(gflop_img=timing["flops"] / batch_size / 1e9,
-                     posejax_peak_frac=timing["flops"] / timing["seconds"] / peak_dtypes[dtype],
-                     torch_peak_frac=timing["flops"] / theirs["seconds"] / peak_dtypes[dtype])
+        row.update(gflop_img=timing["flops"] / batch_size / 1e9)
+        peak, peak_from = peaks[dtype]
+        if peak:  # the same layers: the same FLOPs on both sides
+          row.update(peak_tflops=peak / 1e12, peak_from=peak_from,
+                     posejax_peak_frac=timing["flops"] / timing["seconds"] / peak,
+                     torch_peak_frac=timing["flops"] / theirs["seconds"] / peak)
         rows.append(row)
   return rows
 

@@ -11,6 +11,7 @@ the dev extra).
 import math
 import os
 import sys
+import time
 import types
 
 import jax.numpy as jnp
@@ -149,6 +150,27 @@ def test_fractions_of_peak_from_the_counted_flops(monkeypatch):
     assert row[f"{side}_peak_frac"] == pytest.approx(
         row["gflop_img"] * 1e9 * row[f"{side}_img_s"] / 1e12)
   assert row["torch_device"] == "cpu"
+
+
+def test_on_a_cpu_fractions_of_the_measured_matmul_peak(monkeypatch):
+  _torch()
+  monkeypatch.setattr(benchmark, "cpu_matmul_peak", lambda torch, dtype: (2e11, "torch"))
+  (row,) = _section(_pose_hrnet_path(), threads=1)
+  assert row["peak_tflops"] == 0.2 and row["peak_from"] == "torch 2048x2048 matmul, measured"
+  for side in ("posejax", "torch"):
+    assert row[f"{side}_peak_frac"] == pytest.approx(
+        row["gflop_img"] * 1e9 * row[f"{side}_img_s"] / 2e11)
+
+
+def test_the_cpu_matmul_peak_is_the_faster_librarys(monkeypatch):
+  torch = _torch()
+  torch.set_num_threads(1)
+  flops, library = benchmark.cpu_matmul_peak(torch, "float32", size=256, repeats=2)
+  assert library in ("jax", "torch") and 1e8 < flops < 1e14
+  slow = lambda a, b: time.sleep(0.05)  # noqa: E731  # 2 x 256^3 FLOP in 50 ms: 0.67 GFLOP/s
+  monkeypatch.setattr(torch, "mm", slow)
+  flops, library = benchmark.cpu_matmul_peak(torch, "float32", size=256, repeats=2)
+  assert library == "jax" and flops > 1e9
 
 
 def test_tiny_run_in_bfloat16_uses_autocast_on_pytorchs_side():
