@@ -100,9 +100,10 @@ _TRAIN_WORKER = flags.DEFINE_integer(
     "and print their rows as JSON (the train section starts one such process per count).")
 _JSON = flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
 _TORCH_MODELS = flags.DEFINE_list(
-    "torch_models", ["hrnet_w32", "hrnetv2_w8_small"],
+    "torch_models", ["hrnet_w32", "hrnetv2_w8_small_hr16"],
     "Torch section: posejax backbones (posejax.models.BACKBONES) to time against the authors' "
-    "PyTorch HRNet built with the same layers. hrnetv2_w8_small: the synthetic config's model.")
+    "PyTorch HRNet built with the same layers. hrnetv2_w8_small_hr16: the synthetic config's "
+    "model.")
 _TORCH_SIZES = flags.DEFINE_list("torch_sizes", ["64", "128", "256"],
                                  "Torch section: square input sizes in pixels.")
 _TORCH_BATCH = flags.DEFINE_integer("torch_batch", 4, "Torch section: images per train step.")

@@ -74,8 +74,8 @@ def test_authors_config_is_the_published_layout():
     authors_hrnet.authors_config(models.BACKBONES["hrnetv2_w4_micro"])
 
 
-@pytest.mark.parametrize("name", ["hrnet_w32", "hrnetv2_w8_small", "hrnet_w8_small",
-                                  "hrnetv2_w4_minimal"])
+@pytest.mark.parametrize("name", ["hrnet_w32", "hrnetv2_w8_small", "hrnetv2_w8_small_hr16",
+                                  "hrnet_w8_small", "hrnetv2_w4_minimal"])
 def test_authors_model_has_posejax_layers(name):
   """Layer for layer: the same parameter count (posejax's shapes only, not initialised; the
   tiny run below checks that the authors' model runs and gives maps of the same shape)."""

@@ -200,6 +200,20 @@ def test_concatenated_branches_give_every_resolution_to_the_head():
   assert maps(model, np.zeros((2, 64, 64, 3), np.uint8))[0].shape == (2, 16, 16, 17)
 
 
+def test_branch_widths_set_each_branch_and_must_start_at_width():
+  import dataclasses
+  config = dataclasses.replace(BACKBONES["hrnetv2_w4_minimal"], width=8,
+                               branch_widths=(8, 6, 16, 32))
+  backbone = HRNet(config, rngs=nnx.Rngs(0))
+  shapes = [x.shape for x in nnx.jit(lambda b, x: b.branches(x))(backbone,
+                                                                  jnp.zeros((1, 64, 64, 3)))]
+  assert shapes == [(1, 16, 16, 8), (1, 8, 8, 6), (1, 4, 4, 16), (1, 2, 2, 32)]
+  assert backbone.out_channels == 8 + 6 + 16 + 32
+  for widths in [(4, 6, 16, 32), (8, 6, 16)]:  # the first is not width; one branch missing
+    with pytest.raises(ValueError, match=r"branch_widths=.*expected 4 widths"):
+      dataclasses.replace(config, branch_widths=widths)
+
+
 @pytest.mark.parametrize("name, size, multiple", [("hrnetv2_w4_minimal", 80, 32),
                                                    ("hrnetv2_w4_micro", 36, 8)])
 def test_an_input_size_the_branches_cannot_fuse_is_a_clear_error(name, size, multiple):

@@ -12,7 +12,8 @@ from experiments import benchmark
 
 _CASE = flags.DEFINE_string("case", "2d:hrnetv2_w8_small:64:32:0", "objective:model:image_size:"
                             "labeled:multiview[:dtype], as in experiments.benchmark "
-                            "--train_configs; the default is the main job's stage 1.")
+                            "--train_configs; the default is the main job's stage 1 up to "
+                            "session 28 (its model since: hrnetv2_w8_small_hr16).")
 _FORMS = flags.DEFINE_list("forms", None, "Which of the study's forms to measure, in this order "
                            "(default: all of them).")
 

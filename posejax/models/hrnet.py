@@ -1,8 +1,9 @@
 """HRNet (Sun et al., CVPR 2019) in Flax NNX, faithful to the published pose HRNet.
 
 Stem (two stride-2 3x3 convs), stage 1 (Bottleneck blocks), then stages 2-4 with 2/3/4 parallel
-branches of BasicBlocks at strides 4/8/16/32 and channels W, 2W, 4W, 8W, joined by repeated
-multi-resolution fusion; the output is the stride-4 branch (W channels). The attribute names
+branches of BasicBlocks at strides 4/8/16/32 and channels W, 2W, 4W, 8W (or a config's
+`branch_widths`), joined by repeated multi-resolution fusion; the output is the stride-4
+branch (W channels). The attribute names
 mirror the authors' PyTorch modules (`conv1`, `layer1`, `transition1`, `stage2[0].branches`,
 `fuse_layers`, ...) so that `posejax.models.import_torch` can translate checkpoint keys
 mechanically. Padding is explicit (PyTorch's `padding=1`; 'SAME' would pad stride-2 convs
@@ -41,6 +42,9 @@ class HRNetConfig:
     concat_branches: output every branch, upsampled to the highest resolution and concatenated
       (the HRNetV2 representation of Sun et al. 2019), instead of the pose HRNet's fused
       highest-resolution branch alone; the head then sees width x 15 channels, not width.
+    branch_widths: channels of every branch, highest resolution first, where they are not
+      width x 2^b (the published rule); the first must be `width`. Ours, for CPU runs: a
+      wider stride-4 branch costs little at small inputs and is where the 2D is read.
   """
 
   width: int = 32
@@ -50,8 +54,19 @@ class HRNetConfig:
   stage_modules: tuple[int, ...] = (1, 4, 3)
   stage_blocks: int = 4
   concat_branches: bool = False
+  branch_widths: tuple[int, ...] | None = None
+
+  def __post_init__(self):
+    branches = 1 + len(self.stage_modules)
+    if self.branch_widths is not None and (len(self.branch_widths) != branches
+                                           or self.branch_widths[0] != self.width):
+      raise ConfigError(f"HRNetConfig.branch_widths={self.branch_widths}: expected {branches} "
+                        f"widths (1 + len(stage_modules)), the first equal to width="
+                        f"{self.width}")
 
   def branch_channels(self, num_branches: int) -> list[int]:
+    if self.branch_widths is not None:
+      return list(self.branch_widths[:num_branches])
     return [self.width * 2**b for b in range(num_branches)]
 
 
@@ -317,7 +332,8 @@ class HRNet(nnx.Module):
 
     Returns:
       list of 1 + len(stage_modules) maps (4 for the published shape), branch b of shape
-      [B, H / 2^(b+2), W / 2^(b+2), width * 2^b] (strides 4, 8, 16, 32).
+      [B, H / 2^(b+2), W / 2^(b+2), config.branch_channels(...)[b]] (strides 4, 8, 16, 32;
+      width * 2^b channels unless the config sets branch_widths).
     """
     if not self.config.concat_branches:
       raise ValueError("HRNet.branches needs an HRNetConfig with concat_branches=True: the "
