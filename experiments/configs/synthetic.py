@@ -8,9 +8,11 @@ stage 2 "ws" (weakly supervised, 500 steps with a fresh Adam state from stage 1'
 learning rate warming up to 1e-4 over 250 steps, then down to 0 along a cosine). The colon
 argument names the stages: ":2d+fs" (the fully supervised baseline, 500 steps at 5e-5), ":2d"
 (stage 1 alone), ":ws" or ":fs" (stage 2 alone, with `--config.init_from=STAGE1_WORKDIR`).
-The small HRNet with all resolutions to the head, 64 px crops, soft-argmax temperature 10.
-Measured on a 2-core CPU with AVX-512 (docs/results.md 1.12, session 22): 7 min 33 s,
-held-out MPJPE 173.0 mm (session 21's AVX2 VM: 12 min 26 s for the same work, 173.2 mm with a
+The small HRNet with all resolutions to the head and a 16-channel stride-4 branch, 64 px
+crops, soft-argmax temperature 10. Measured on a 2-core CPU with AVX-512 (docs/results.md 1.14,
+session 29): 6 min 40 s and 6 min 51 s, held-out MPJPE 168.3 mm. With an 8-channel stride-4
+branch (`hrnetv2_w8_small`, 1.12, session 22): 7 min 33 s, 173.0 mm (session 21's AVX2 VM:
+12 min 26 s for that work, 173.2 mm with a
 100-step warm-up, which on session 22's VM gave 220.6; session 18: 172.6 without a warm-up;
 session 17: 172.0, before HRNet's BatchNorm gradient was written out; 174.7 with stage 2 at a constant 5e-5, session 16; 183.2 at the method's
 temperature 50 too, session 14). Stage 2 has 500 steps, not 2000, for the 15 minutes: at
