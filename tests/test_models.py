@@ -1,5 +1,6 @@
 """posejax.models: HRNet size and cost, PoseNet predictions, modes, dtypes, and weight import."""
 
+import dataclasses
 import pathlib
 import sys
 
@@ -201,7 +202,6 @@ def test_concatenated_branches_give_every_resolution_to_the_head():
 
 
 def test_branch_widths_set_each_branch_and_must_start_at_width():
-  import dataclasses
   config = dataclasses.replace(BACKBONES["hrnetv2_w4_minimal"], width=8,
                                branch_widths=(8, 6, 16, 32))
   backbone = HRNet(config, rngs=nnx.Rngs(0))
