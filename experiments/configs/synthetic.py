@@ -53,8 +53,9 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   # at 10); trained at 10 the held-out MPJPE fell from 183.2 to 174.7 mm (BUILD_NOTES.md).
   # The small HRNet with its stride-4 branch twice as wide (16 channels): validation 174.5 mm
   # against 177.5 with 8, over four batch orders of stage 2 173.7-174.7 against 177.5-179.1,
-  # for 1.13-1.16x the job's time (docs/results.md 1.14); a 32-channel branch was no better
-  # (178.3) and 1.4x slower.
+  # with another seed for the whole job 180.1 against 185.4, for 1.16-1.18x the job's time
+  # (docs/results.md 1.14). 32 channels were no better (178.3) and 1.4x slower; with 24 the
+  # weak stage 2 went to the mirror images.
   config.model.update(name="hrnetv2_w8_small_hr16", dtype="float32", temperature=10.0)
   config.optim.update(learning_rate=5e-4, decay_steps=(), clip_norm=1.0)
   # limb (beta) 0.3: the lowest validation MPJPE of 0, 0.1 and 0.3 (1 was worse on the test set

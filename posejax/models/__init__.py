@@ -30,7 +30,7 @@ BACKBONES = {
     # Its stride-4 branch twice as wide (16 channels; the others as above): the 2D is read from
     # that branch, and at 64 px it is the cheapest to widen. The synthetic main job's model:
     # 2D error 2.69 px against 2.94 on validation after stage 1, held-out MPJPE 168.3 mm
-    # against 173.0, for 1.13-1.16x the job's time (docs/results.md 1.14).
+    # against 173.0, for 1.16-1.18x the job's time (docs/results.md 1.14).
     "hrnetv2_w8_small_hr16": HRNetConfig(width=16, branch_widths=(16, 16, 32, 64),
                                          concat_branches=True, **_SMALL),
     # Twice as wide: 2.4 px against 2.7 on the synthetic test set, for 1.74x the main job's time
