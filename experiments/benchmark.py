@@ -370,7 +370,11 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
   return None
 
 
-def cpu_matmul_peak(torch, dtype: str, size: int = 2048, repeats: int = 5) -> tuple[float, str]:
+CPU_PEAK_MATMUL_SIZE = 2048  # large enough for both libraries' best kernels on every core
+
+
+def cpu_matmul_peak(torch, dtype: str, size: int = CPU_PEAK_MATMUL_SIZE,
+                    repeats: int = 5) -> tuple[float, str]:
   """(FLOP/s, which library) of the faster of JAX's and PyTorch's dense `size` x `size`
   product in `dtype` on this CPU, each the best of `repeats` after a warm-up.
 
@@ -850,7 +854,8 @@ def torch_section(model_names, sizes, batch_size: int, repeats: int,
       peaks[dtype] = (sheet, "data sheet")
     elif jax.default_backend() == "cpu":
       flops, library = cpu_matmul_peak(torch, dtype)
-      peaks[dtype] = (flops, f"{library} 2048x2048 matmul, measured")
+      size = CPU_PEAK_MATMUL_SIZE
+      peaks[dtype] = (flops, f"{library} {size}x{size} matmul, measured")
     else:
       peaks[dtype] = (None, "unknown")
   rows = []
