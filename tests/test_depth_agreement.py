@@ -20,14 +20,16 @@ def test_depth_correlations_ignore_offset_and_scale_and_see_the_mirror():
 
 
 class _Oracle:
-  """A "task" whose prediction is the sample's truth (2D and relative depth)."""
+  """A "task" whose prediction is the sample's truth (2D and relative depth), or with
+  `flat_depth` the true 2D with every relative depth 0."""
 
-  def __init__(self, sample):
-    self.sample = sample
+  def __init__(self, sample, flat_depth=False):
+    self.sample, self.flat_depth = sample, flat_depth
 
   def predict(self, model, images, cameras):
+    depth = np.asarray(geometry.relative_depth_target(self.sample["joints_3d"]))
     return {"joints_2d": self.sample["joints_2d"],
-            "rel_depth": np.asarray(geometry.relative_depth_target(self.sample["joints_3d"]))}
+            "rel_depth": np.zeros_like(depth) if self.flat_depth else depth}
 
 
 class _Model:
@@ -47,4 +49,18 @@ def test_the_truth_agrees_and_its_mirror_does_not():
   # The true 2D is the prediction here; with the mean bone lengths' scale the error is the
   # person's build, not 0, and the mirror image is further off.
   assert results["mpjpe, predicted"] == results["mpjpe, true 2D"] < 60.0  # 28.8 mm
+  assert results["mpjpe, true depth"] == results["mpjpe, predicted"]
   assert results["mpjpe, depth negated"] > 200.0  # 444.6 mm
+
+
+def test_the_true_depth_column_puts_the_truth_back_where_the_prediction_lacks_it():
+  config = synthetic.get_config()
+  config.data.update(image_size=32, num_views=2, motion="procedural", workers=0)
+  source = make_source(config.data)
+  sample = source("validation", 0)
+  truth = depth_agreement.agreement(_Oracle(sample), _Model(), source, samples=1)
+  flat = depth_agreement.agreement(_Oracle(sample, flat_depth=True), _Model(), source,
+                                   samples=1)
+  # Flat depths are far off; the true-depth column replaces them with the truth's.
+  assert flat["mpjpe, predicted"] > truth["mpjpe, predicted"] + 50.0
+  np.testing.assert_allclose(flat["mpjpe, true depth"], truth["mpjpe, predicted"], rtol=1e-5)
