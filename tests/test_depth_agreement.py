@@ -36,11 +36,16 @@ class _Model:
   skeleton = H36M
 
 
-def test_the_truth_agrees_and_its_mirror_does_not():
+def _source_and_sample():
+  """A tiny synthetic source (two views of 32 px) and its first validation sample."""
   config = synthetic.get_config()
   config.data.update(image_size=32, num_views=2, motion="procedural", workers=0)
   source = make_source(config.data)
-  sample = source("validation", 0)
+  return source, source("validation", 0)
+
+
+def test_the_truth_agrees_and_its_mirror_does_not():
+  source, sample = _source_and_sample()
   results = depth_agreement.agreement(_Oracle(sample), _Model(), source, samples=1)
   assert results["views"] == 2 and results["anti_correlated"] == 0.0
   np.testing.assert_allclose(results["mean_correlation"], 1.0, atol=1e-6)
@@ -54,10 +59,7 @@ def test_the_truth_agrees_and_its_mirror_does_not():
 
 
 def test_the_true_depth_column_puts_the_truth_back_where_the_prediction_lacks_it():
-  config = synthetic.get_config()
-  config.data.update(image_size=32, num_views=2, motion="procedural", workers=0)
-  source = make_source(config.data)
-  sample = source("validation", 0)
+  source, sample = _source_and_sample()
   truth = depth_agreement.agreement(_Oracle(sample), _Model(), source, samples=1)
   flat = depth_agreement.agreement(_Oracle(sample, flat_depth=True), _Model(), source,
                                    samples=1)
